@@ -2,6 +2,7 @@
 // exits with the usage message and code 2 on every rank without touching MPI.
 #include "bench/comm_bench.hpp"
 #include "launch/env_info.hpp"
+#include "launch/replay.hpp"
 #include "launch/selfcheck.hpp"
 #include "runtime/comm/mpi_communicator.hpp"
 #include "runtime/core/error.hpp"
@@ -24,6 +25,14 @@ int main(int argc, char** argv) {
   int inject_failure = -1;
   auto* selfcheck = app.add_subcommand("selfcheck", "Check every collective on the ranks of this job (mpirun -np N)");
   selfcheck->add_option("--inject-failure", inject_failure, "Make this rank fail, to check that the job ends")
+      ->check(CLI::NonNegativeNumber);
+
+  ReplayOptions replay_opt;
+  auto* replay = app.add_subcommand("replay", "Run an optimizer trace and compare with the reference after every step");
+  replay->add_option("trace", replay_opt.trace, "Trace file (HDF5, orthoshard.optim-trace)")->required();
+  replay->add_option("--precision", replay_opt.precision, "f32 or f64")->check(CLI::IsMember({"f32", "f64"}))
+      ->capture_default_str();
+  replay->add_option("--tolerance", replay_opt.tolerance, "Largest accepted error (default 1e-4 f32, 1e-10 f64)")
       ->check(CLI::NonNegativeNumber);
 
   auto* bench = app.add_subcommand("bench", "Benchmarks (print numbers; see README)");
@@ -68,6 +77,7 @@ int main(int argc, char** argv) {
     auto world = mpi.world();
     if (selfcheck->parsed()) return run_selfcheck(*world, inject_failure);
     if (bench_comm->parsed()) return run_comm_bench(*world, comm_opt);
+    if (replay->parsed()) return run_replay(*world, replay_opt);
     throw UsageError("no subcommand given");
   });
 }

@@ -1,0 +1,147 @@
+// Trace replay (format: ../shared/testdata/optim/README.md). err = ‖W − expected‖_F / ‖expected − initial‖_F.
+#include "launch/replay.hpp"
+
+#include "optim/optimizer.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/core/log.hpp"
+#include "runtime/io/h5file.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <limits>
+
+namespace orthoshard {
+namespace {
+
+struct TraceParam {
+  std::string name, role;
+  Tensor initial, grads, expected;  // f64: S, (steps, S), (steps, S)
+};
+
+double rel_error(const Tensor& w, const double* expected, const double* initial) {
+  double num = 0, den = 0;
+  const std::int64_t n = w.numel();
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double wi = w.dtype() == DType::F32 ? w.data<float>()[i] : w.data<double>()[i];
+    if (!std::isfinite(wi)) return std::numeric_limits<double>::infinity();
+    num += (wi - expected[i]) * (wi - expected[i]);
+    den += (expected[i] - initial[i]) * (expected[i] - initial[i]);
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+Tensor convert(const double* src, const Shape& shape, DType dt) {
+  Tensor t = Tensor::empty(shape, dt);
+  const std::int64_t n = t.numel();
+  if (dt == DType::F64) std::copy(src, src + n, t.data<double>());
+  else
+    for (std::int64_t i = 0; i < n; ++i) t.data<float>()[i] = static_cast<float>(src[i]);
+  return t;
+}
+
+}  // namespace
+
+int run_replay(Communicator& comm, const ReplayOptions& opt) {
+  if (comm.size() > 1)
+    throw UsageError(fmt::format(
+        "replay runs on 1 rank for now (started with {} ranks): the sharded optimizer path that makes K > 1 "
+        "meaningful comes with distributed orthogonalization; run it without mpirun or with -np 1",
+        comm.size()));
+  if (opt.precision != "f32" && opt.precision != "f64")
+    throw UsageError("--precision: '" + opt.precision + "' is not f32 or f64");
+  const DType dt = opt.precision == "f32" ? DType::F32 : DType::F64;
+  const double tol = opt.tolerance >= 0 ? opt.tolerance : (dt == DType::F32 ? 1e-4 : 1e-10);
+
+  H5File f = H5File::open_read(opt.trace);
+  const std::string& path = f.path();
+  if (!f.has_attr("/", "format"))
+    throw UsageError("'" + path + "': not an optimizer trace (no 'format' attribute at /)");
+  const std::string format = f.string_attr("/", "format");
+  if (format != "orthoshard.optim-trace")
+    throw UsageError("'" + path + "': not an optimizer trace (format is '" + format + "')");
+  const std::string optimizer = f.string_attr("/", "optimizer");
+  const std::int64_t steps = f.int_attr("/", "steps");
+  nlohmann::json hp;
+  try {
+    hp = nlohmann::json::parse(f.string_attr("/", "hparams"));
+  } catch (const nlohmann::json::exception& e) {
+    throw UsageError("'" + path + "': attribute hparams is not JSON: " + e.what());
+  }
+  hp["name"] = optimizer;
+  OptimConfig cfg;
+  try {
+    cfg = optim_config_from_json(hp, {"zero_grad_step"});
+  } catch (...) {
+    rethrow_with_context("'" + path + "' hparams");
+  }
+  const std::string reference = f.has_attr("/", "reference") ? f.string_attr("/", "reference") : "unknown";
+
+  std::vector<TraceParam> tps;
+  std::vector<ParamSpec> specs;
+  for (const auto& name : f.children("/params")) {
+    const std::string g = "/params/" + name;
+    TraceParam p;
+    p.name = name;
+    p.role = f.string_attr(g, "role");
+    p.initial = f.read(g + "/initial", DType::F64);
+    p.grads = f.read(g + "/grads", DType::F64);
+    p.expected = f.read(g + "/expected", DType::F64);
+    Shape want = p.initial.shape();
+    want.insert(want.begin(), steps);
+    if (p.grads.shape() != want || p.expected.shape() != want)
+      throw UsageError(fmt::format("'{}': {} has grads {} and expected {}, but {} steps of {} need {}", path, g,
+                                   shape_str(p.grads.shape()), shape_str(p.expected.shape()), steps,
+                                   shape_str(p.initial.shape()), shape_str(want)));
+    RuleKind rule;
+    if (p.role == "matrix") rule = cfg.matrix_rule();
+    else if (p.role == "vector") rule = cfg.name == "conda" ? RuleKind::CondaPlain : RuleKind::AdamW;
+    else throw UsageError("'" + path + "': " + g + " has role '" + p.role + "' (expected matrix or vector)");
+    specs.push_back({name, p.initial.shape(), rule});
+    tps.push_back(std::move(p));
+  }
+  OS_CHECK(!tps.empty(), "'{}': the trace has no parameters under /params", path);
+
+  Optimizer optim(cfg, specs, dt);
+  std::vector<Tensor> params, grads;
+  for (auto& p : tps) {
+    params.push_back(convert(p.initial.data<double>(), p.initial.shape(), dt));
+    grads.push_back(Tensor::empty(p.initial.shape(), dt));
+  }
+  std::vector<double> worst(tps.size(), 0.0);
+  std::vector<std::int64_t> worst_step(tps.size(), 0);
+  for (std::int64_t t = 0; t < steps; ++t) {
+    for (std::size_t i = 0; i < tps.size(); ++i) {
+      const std::int64_t n = tps[i].initial.numel();
+      grads[i] = convert(tps[i].grads.data<double>() + t * n, tps[i].initial.shape(), dt);
+    }
+    optim.step(params, grads);
+    for (std::size_t i = 0; i < tps.size(); ++i) {
+      const std::int64_t n = tps[i].initial.numel();
+      const double e = rel_error(params[i], tps[i].expected.data<double>() + t * n, tps[i].initial.data<double>());
+      if (!(e <= worst[i])) {
+        worst[i] = e;
+        worst_step[i] = t + 1;
+      }
+    }
+  }
+
+  log::info("replay {}: {} from {}", path, optimizer, reference);
+  log::info("  {} steps, precision {}, tolerance {:.0e}", steps, opt.precision, tol);
+  log::info("  {:<12} {:<7} {:<19} {:<10} {:>11} {:>5}", "param", "role", "rule", "shape", "worst err", "step");
+  int failed = 0;
+  for (std::size_t i = 0; i < tps.size(); ++i) {
+    const bool ok = worst[i] <= tol;
+    failed += ok ? 0 : 1;
+    log::info("  {:<12} {:<7} {:<19} {:<10} {:>11.3e} {:>5} {}", tps[i].name, tps[i].role, rule_name(specs[i].rule),
+              shape_str(specs[i].shape), worst[i], worst_step[i], ok ? "ok" : "FAIL");
+  }
+  if (failed) {
+    log::info("FAIL: {} of {} parameters exceed tolerance {:.0e}", failed, tps.size(), tol);
+    return 1;
+  }
+  log::info("PASS: all {} parameters within {:.0e}", tps.size(), tol);
+  return 0;
+}
+
+}  // namespace orthoshard

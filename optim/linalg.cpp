@@ -1,0 +1,107 @@
+// BLAS through CBLAS (row-major), SVD through LAPACK's gesdd called on the transposed (column-major) view.
+#include "optim/linalg.hpp"
+
+#include "runtime/core/error.hpp"
+
+#include <cblas.h>
+
+#include <algorithm>
+
+extern "C" {
+void sgesdd_(const char* jobz, const int* m, const int* n, float* a, const int* lda, float* s, float* u,
+             const int* ldu, float* vt, const int* ldvt, float* work, const int* lwork, int* iwork, int* info);
+void dgesdd_(const char* jobz, const int* m, const int* n, double* a, const int* lda, double* s, double* u,
+             const int* ldu, double* vt, const int* ldvt, double* work, const int* lwork, int* iwork, int* info);
+}
+
+namespace orthoshard::linalg {
+
+template <>
+void syrk_xxt<float>(const float* x, std::int64_t r, std::int64_t c, float* out, float alpha, float beta) {
+  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, r, c, alpha, x, c, beta, out, r);
+}
+template <>
+void syrk_xxt<double>(const double* x, std::int64_t r, std::int64_t c, double* out, double alpha, double beta) {
+  cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, r, c, alpha, x, c, beta, out, r);
+}
+template <>
+void syrk_xtx<float>(const float* x, std::int64_t r, std::int64_t c, float* out, float alpha, float beta) {
+  cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, c, r, alpha, x, c, beta, out, c);
+}
+template <>
+void syrk_xtx<double>(const double* x, std::int64_t r, std::int64_t c, double* out, double alpha, double beta) {
+  cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, c, r, alpha, x, c, beta, out, c);
+}
+
+template <typename T> void symmetrize_upper(T* a, std::int64_t n) {
+  // Blocked so both the read of row i and the write of column i stay in cache.
+  constexpr std::int64_t B = 64;
+  for (std::int64_t ib = 0; ib < n; ib += B)
+    for (std::int64_t jb = ib; jb < n; jb += B)
+      for (std::int64_t i = ib; i < std::min(n, ib + B); ++i)
+        for (std::int64_t j = std::max(jb, i + 1); j < std::min(n, jb + B); ++j) a[j * n + i] = a[i * n + j];
+}
+template void symmetrize_upper<float>(float*, std::int64_t);
+template void symmetrize_upper<double>(double*, std::int64_t);
+
+template <>
+void gemm<float>(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                 std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda,
+              b, ldb, beta, c, ldc);
+}
+template <>
+void gemm<double>(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
+                  std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda,
+              b, ldb, beta, c, ldc);
+}
+
+namespace {
+void gesdd(const char* jobz, const int* m, const int* n, float* a, const int* lda, float* s, float* u,
+           const int* ldu, float* vt, const int* ldvt, float* work, const int* lwork, int* iwork, int* info) {
+  sgesdd_(jobz, m, n, a, lda, s, u, ldu, vt, ldvt, work, lwork, iwork, info);
+}
+void gesdd(const char* jobz, const int* m, const int* n, double* a, const int* lda, double* s, double* u,
+           const int* ldu, double* vt, const int* ldvt, double* work, const int* lwork, int* iwork, int* info) {
+  dgesdd_(jobz, m, n, a, lda, s, u, ldu, vt, ldvt, work, lwork, iwork, info);
+}
+}  // namespace
+
+template <typename T>
+void svd_thin(T* a, std::int64_t m, std::int64_t n, std::vector<T>& u, std::vector<T>& s, std::vector<T>& vt) {
+  const std::int64_t k = std::min(m, n);
+  u.assign(static_cast<std::size_t>(m * k), T(0));
+  vt.assign(static_cast<std::size_t>(k * n), T(0));
+  s.assign(static_cast<std::size_t>(k), T(0));
+  if (k == 0) return;
+  // Row-major A (m x n) is column-major Aᵀ (n x m) = V S Uᵀ. LAPACK's "U" of Aᵀ is V (n x k, col-major),
+  // which is row-major Vt (k x n); its "VT" is Uᵀ (k x m, col-major), which is row-major U (m x k).
+  const int cm = static_cast<int>(n), cn = static_cast<int>(m), lda = cm, ldu = cm, ldvt = static_cast<int>(k);
+  int info = 0, lwork = -1;
+  std::vector<int> iwork(static_cast<std::size_t>(8 * k));
+  T query = 0;
+  gesdd("S", &cm, &cn, a, &lda, s.data(), vt.data(), &ldu, u.data(), &ldvt, &query, &lwork, iwork.data(), &info);
+  OS_CHECK(info == 0, "LAPACK gesdd workspace query failed (info {}) for a {}x{} matrix", info, m, n);
+  lwork = static_cast<int>(query) + 1;
+  std::vector<T> work(static_cast<std::size_t>(lwork));
+  gesdd("S", &cm, &cn, a, &lda, s.data(), vt.data(), &ldu, u.data(), &ldvt, work.data(), &lwork, iwork.data(),
+        &info);
+  OS_CHECK(info == 0, "LAPACK gesdd failed (info {}) for a {}x{} matrix{}", info, m, n,
+           info > 0 ? " (did not converge; NaN or Inf in the input?)" : "");
+}
+template void svd_thin<float>(float*, std::int64_t, std::int64_t, std::vector<float>&, std::vector<float>&,
+                              std::vector<float>&);
+template void svd_thin<double>(double*, std::int64_t, std::int64_t, std::vector<double>&, std::vector<double>&,
+                               std::vector<double>&);
+
+template <typename T> double sum_squares(const T* x, std::int64_t n) {
+  double acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (std::int64_t i = 0; i < n; ++i) acc += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  return acc;
+}
+template double sum_squares<float>(const float*, std::int64_t);
+template double sum_squares<double>(const double*, std::int64_t);
+
+}  // namespace orthoshard::linalg

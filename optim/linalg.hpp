@@ -1,0 +1,28 @@
+// Row-major BLAS/LAPACK wrappers for float and double (OpenBLAS): the products the optimizers need.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace orthoshard::linalg {
+
+// C (r x r, upper triangle) = alpha * X Xᵀ + beta * C for row-major X (r x c).
+template <typename T> void syrk_xxt(const T* x, std::int64_t r, std::int64_t c, T* out, T alpha = 1, T beta = 0);
+// C (c x c, upper triangle) = alpha * Xᵀ X + beta * C for row-major X (r x c).
+template <typename T> void syrk_xtx(const T* x, std::int64_t r, std::int64_t c, T* out, T alpha = 1, T beta = 0);
+// Copies the upper triangle of the n x n row-major matrix into the lower one.
+template <typename T> void symmetrize_upper(T* a, std::int64_t n);
+// C (M x N) = alpha * op(A) op(B) + beta * C, all row-major, op = transpose when the flag is set.
+template <typename T>
+void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc);
+
+// Thin SVD of row-major A (m x n), k = min(m, n): U (m x k), S (k, descending), Vt (k x n), all row-major.
+// A is overwritten. Throws with the LAPACK info code on failure.
+template <typename T>
+void svd_thin(T* a, std::int64_t m, std::int64_t n, std::vector<T>& u, std::vector<T>& s, std::vector<T>& vt);
+
+// Sum of squares accumulated in double (Frobenius norms of f32 data without overflow or drift).
+template <typename T> double sum_squares(const T* x, std::int64_t n);
+
+}  // namespace orthoshard::linalg
