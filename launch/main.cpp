@@ -1,6 +1,7 @@
 // The `orthoshard` CLI: one binary, subcommands. Parsing happens before MPI starts, so a bad flag
 // exits with the usage message and code 2 on every rank without touching MPI.
 #include "bench/comm_bench.hpp"
+#include "bench/optim_bench.hpp"
 #include "launch/env_info.hpp"
 #include "launch/replay.hpp"
 #include "launch/selfcheck.hpp"
@@ -57,6 +58,25 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  NsBenchOptions ns_opt;
+  auto* bench_ns = bench->add_subcommand("ns", "Newton-Schulz GFLOP/s against the machine's sgemm rate");
+  bench_ns->add_option("--sizes", ns_opt.sizes, "Square sizes")->delimiter(',')->capture_default_str();
+  bench_ns->add_option("--shape", ns_opt.shape, "One MxN case instead of the square sizes");
+  bench_ns->add_option("--repeats", ns_opt.repeats, "Timed runs (median)")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_ns->add_option("--json", ns_opt.json_path, "Also write results as JSON to this path");
+  OptimBenchOptions optim_opt;
+  auto* bench_optim = bench->add_subcommand("optim", "One optimizer step over a GPT-2 124M-shaped parameter set");
+  bench_optim->add_option("--optimizers", optim_opt.optimizers, "Which optimizers")->delimiter(',')
+      ->capture_default_str();
+  bench_optim->add_option("--layers", optim_opt.layers, "Transformer layers")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_optim->add_option("--channels", optim_opt.channels, "Model width C")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_optim->add_option("--steps", optim_opt.steps, "Timed steps (median)")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_optim->add_option("--json", optim_opt.json_path, "Also write results as JSON to this path");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -71,6 +91,8 @@ int main(int argc, char** argv) {
   }
 
   if (env->parsed()) return run_guarded([] { return run_env(); });
+  if (bench_ns->parsed()) return run_guarded([&] { return run_ns_bench(ns_opt); });
+  if (bench_optim->parsed()) return run_guarded([&] { return run_optim_bench(optim_opt); });
 
   MpiRuntime mpi(&argc, &argv);
   return run_guarded([&] {

@@ -30,6 +30,10 @@ bool conda_right_side(CondaProjType t, std::int64_t m, std::int64_t n) {
 }
 
 namespace {
+// Elementwise loops run on OpenMP threads above this many elements (each element's result is independent
+// of the thread count, so results stay bitwise reproducible).
+constexpr std::int64_t kParallelMin = 1 << 15;
+
 template <typename T> DType dt() { return dtype_of<T>(); }
 
 // Rows = dim 0, columns = the product of the rest (3-D/4-D weights as matrices; 1-D as a column).
@@ -50,6 +54,7 @@ template <typename T>
 void decay_and_apply(T* w, const T* upd, std::int64_t size, double lr, double wd, double factor) {
   const T keep = static_cast<T>(1.0 - lr * wd);
   const T step = static_cast<T>(lr * factor);
+#pragma omp parallel for simd schedule(static) if (size > kParallelMin)
   for (std::int64_t i = 0; i < size; ++i) {
     w[i] *= keep;
     w[i] -= step * upd[i];
@@ -63,9 +68,12 @@ void momentum_update(const T* g, const Shape& shape, ParamState& st, const Optim
   T* mom = st.ensure("momentum", shape, dt<T>()).template data<T>();
   const T beta = static_cast<T>(c.momentum);
   u.resize(static_cast<std::size_t>(size));
+  T* up = u.data();
+  const bool nesterov = c.nesterov;
+#pragma omp parallel for simd schedule(static) if (size > kParallelMin)
   for (std::int64_t i = 0; i < size; ++i) {
     mom[i] = lerp(mom[i], g[i], T(1) - beta);
-    u[i] = c.nesterov ? lerp(g[i], mom[i], beta) : mom[i];
+    up[i] = nesterov ? lerp(g[i], mom[i], beta) : mom[i];
   }
 }
 }  // namespace
@@ -81,6 +89,7 @@ void adamw_step(T* w, const T* g, const Shape& shape, ParamState& st, const Adam
   const double bc2 = 1.0 - std::pow(hp.beta2, static_cast<double>(t));
   const T step = static_cast<T>(lr / bc1), bc2_sqrt = static_cast<T>(std::sqrt(bc2)), eps = static_cast<T>(hp.eps);
   const T keep = static_cast<T>(1.0 - lr * hp.weight_decay);
+#pragma omp parallel for simd schedule(static) if (size > kParallelMin)
   for (std::int64_t i = 0; i < size; ++i) {
     w[i] *= keep;
     m[i] = lerp(m[i], g[i], T(1) - b1);
@@ -140,6 +149,7 @@ void conda_step(T* w, const T* g, const Shape& shape, bool project, ParamState& 
   const std::int64_t size = m * n;
   T* mom = st.ensure("exp_avg", shape, dt<T>()).template data<T>();
   const T b1 = static_cast<T>(c.beta1), b2 = static_cast<T>(c.beta2_adam), eps = static_cast<T>(c.eps);
+#pragma omp parallel for simd schedule(static) if (size > kParallelMin)
   for (std::int64_t i = 0; i < size; ++i) mom[i] = b1 * mom[i] + (T(1) - b1) * g[i];
 
   const T* gt = g;
@@ -180,6 +190,7 @@ void conda_step(T* w, const T* g, const Shape& shape, bool project, ParamState& 
   T* v = st.ensure("exp_avg_sq", {pr, pc}, dt<T>()).template data<T>();
   ws.back.resize(static_cast<std::size_t>(std::max(psize, size)));
   T* norm_dir = ws.back.data();
+#pragma omp parallel for simd schedule(static) if (psize > kParallelMin)
   for (std::int64_t i = 0; i < psize; ++i) {
     v[i] = b2 * v[i] + (T(1) - b2) * gt[i] * gt[i];
     norm_dir[i] = mt[i] / (std::sqrt(v[i]) + eps);
@@ -200,6 +211,7 @@ void conda_step(T* w, const T* g, const Shape& shape, bool project, ParamState& 
   }
   const T s = static_cast<T>(step * factor);
   const T keep = static_cast<T>(1.0 - lr * c.weight_decay);
+#pragma omp parallel for simd schedule(static) if (size > kParallelMin)
   for (std::int64_t i = 0; i < size; ++i) {
     w[i] -= s * upd[i];
     w[i] *= keep;
