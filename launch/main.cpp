@@ -35,6 +35,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   replay->add_option("--tolerance", replay_opt.tolerance, "Largest accepted error (default 1e-4 f32, 1e-10 f64)")
       ->check(CLI::NonNegativeNumber);
+  replay->add_option("--ortho-scheme", replay_opt.ortho_scheme, "Distributed orthogonalization: auto, owner, gram")
+      ->check(CLI::IsMember({"auto", "owner", "gram"}))->capture_default_str();
 
   auto* bench = app.add_subcommand("bench", "Benchmarks (print numbers; see README)");
   bench->require_subcommand(1);

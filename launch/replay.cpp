@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <tuple>
 #include <limits>
 
 namespace orthoshard {
@@ -19,16 +20,17 @@ struct TraceParam {
   Tensor initial, grads, expected;  // f64: S, (steps, S), (steps, S)
 };
 
-double rel_error(const Tensor& w, const double* expected, const double* initial) {
+// Squared distances of this rank's rows: (‖W − expected‖², ‖expected − initial‖²); NaN/Inf gives inf.
+std::pair<double, double> squared_errors(const Tensor& w, const double* expected, const double* initial) {
   double num = 0, den = 0;
   const std::int64_t n = w.numel();
   for (std::int64_t i = 0; i < n; ++i) {
     const double wi = w.dtype() == DType::F32 ? w.data<float>()[i] : w.data<double>()[i];
-    if (!std::isfinite(wi)) return std::numeric_limits<double>::infinity();
+    if (!std::isfinite(wi)) num = std::numeric_limits<double>::infinity();
     num += (wi - expected[i]) * (wi - expected[i]);
     den += (expected[i] - initial[i]) * (expected[i] - initial[i]);
   }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  return {num, den};
 }
 
 Tensor convert(const double* src, const Shape& shape, DType dt) {
@@ -40,14 +42,17 @@ Tensor convert(const double* src, const Shape& shape, DType dt) {
   return t;
 }
 
+// "owner" / "gram" / "owner+gram" with the imbalance of the plan.
+std::string describe_plan(const Optimizer& o) {
+  bool owner = false, gram = false;
+  for (const auto& t : o.plan().tasks) (t.gram ? gram : owner) = true;
+  if (!owner && !gram) return "none";
+  return fmt::format("{}{}{}", owner ? "owner" : "", owner && gram ? "+" : "", gram ? "gram" : "");
+}
+
 }  // namespace
 
 int run_replay(Communicator& comm, const ReplayOptions& opt) {
-  if (comm.size() > 1)
-    throw UsageError(fmt::format(
-        "replay runs on 1 rank for now (started with {} ranks): the sharded optimizer path that makes K > 1 "
-        "meaningful comes with distributed orthogonalization; run it without mpirun or with -np 1",
-        comm.size()));
   if (opt.precision != "f32" && opt.precision != "f64")
     throw UsageError("--precision: '" + opt.precision + "' is not f32 or f64");
   const DType dt = opt.precision == "f32" ? DType::F32 : DType::F64;
@@ -75,6 +80,7 @@ int run_replay(Communicator& comm, const ReplayOptions& opt) {
   } catch (...) {
     rethrow_with_context("'" + path + "' hparams");
   }
+  cfg.ortho_scheme = parse_ortho_scheme(opt.ortho_scheme);
   const std::string reference = f.has_attr("/", "reference") ? f.string_attr("/", "reference") : "unknown";
 
   std::vector<TraceParam> tps;
@@ -102,23 +108,34 @@ int run_replay(Communicator& comm, const ReplayOptions& opt) {
   }
   OS_CHECK(!tps.empty(), "'{}': the trace has no parameters under /params", path);
 
-  Optimizer optim(cfg, specs, dt);
+  // Every rank holds its rows of each parameter, exactly as in training (sharded optimizer path).
+  Optimizer optim(cfg, specs, dt, &comm);
   std::vector<Tensor> params, grads;
-  for (auto& p : tps) {
-    params.push_back(convert(p.initial.data<double>(), p.initial.shape(), dt));
-    grads.push_back(Tensor::empty(p.initial.shape(), dt));
+  std::vector<std::int64_t> offset(tps.size());  // first element of this rank's rows
+  for (std::size_t i = 0; i < tps.size(); ++i) {
+    const RowRange rows = optim.local_rows(i);
+    const std::int64_t per_row = tps[i].initial.dim(0) ? tps[i].initial.numel() / tps[i].initial.dim(0) : 0;
+    offset[i] = rows.begin * per_row;
+    params.push_back(convert(tps[i].initial.data<double>() + offset[i], optim.local_shape(i), dt));
   }
   std::vector<double> worst(tps.size(), 0.0);
   std::vector<std::int64_t> worst_step(tps.size(), 0);
   for (std::int64_t t = 0; t < steps; ++t) {
+    grads.clear();
     for (std::size_t i = 0; i < tps.size(); ++i) {
       const std::int64_t n = tps[i].initial.numel();
-      grads[i] = convert(tps[i].grads.data<double>() + t * n, tps[i].initial.shape(), dt);
+      grads.push_back(convert(tps[i].grads.data<double>() + t * n + offset[i], optim.local_shape(i), dt));
     }
     optim.step(params, grads);
+    std::vector<double> sq(2 * tps.size());
     for (std::size_t i = 0; i < tps.size(); ++i) {
       const std::int64_t n = tps[i].initial.numel();
-      const double e = rel_error(params[i], tps[i].expected.data<double>() + t * n, tps[i].initial.data<double>());
+      std::tie(sq[2 * i], sq[2 * i + 1]) = squared_errors(
+          params[i], tps[i].expected.data<double>() + t * n + offset[i], tps[i].initial.data<double>() + offset[i]);
+    }
+    comm.all_reduce(sq.data(), sq.data(), sq.size(), DType::F64, ReduceOp::Sum);
+    for (std::size_t i = 0; i < tps.size(); ++i) {
+      const double e = sq[2 * i + 1] > 0 ? std::sqrt(sq[2 * i] / sq[2 * i + 1]) : std::sqrt(sq[2 * i]);
       if (!(e <= worst[i])) {
         worst[i] = e;
         worst_step[i] = t + 1;
@@ -127,7 +144,8 @@ int run_replay(Communicator& comm, const ReplayOptions& opt) {
   }
 
   log::info("replay {}: {} from {}", path, optimizer, reference);
-  log::info("  {} steps, precision {}, tolerance {:.0e}", steps, opt.precision, tol);
+  log::info("  {} steps, precision {}, tolerance {:.0e}, {} rank(s), orthogonalization {}", steps, opt.precision,
+            tol, comm.size(), describe_plan(optim));
   log::info("  {:<12} {:<7} {:<19} {:<10} {:>11} {:>5}", "param", "role", "rule", "shape", "worst err", "step");
   int failed = 0;
   for (std::size_t i = 0; i < tps.size(); ++i) {

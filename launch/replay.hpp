@@ -12,6 +12,7 @@ struct ReplayOptions {
   std::string trace;
   std::string precision = "f32";  // f32 | f64
   double tolerance = -1;          // < 0: 1e-4 for f32, 1e-10 for f64
+  std::string ortho_scheme = "auto";  // auto | owner | gram (how matrices are orthogonalized across ranks)
 };
 
 int run_replay(Communicator& comm, const ReplayOptions& opt);

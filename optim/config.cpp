@@ -108,6 +108,7 @@ OptimConfig optim_config_from_json(const nlohmann::json& j, const std::vector<st
     else if (k == "adam_betas") std::tie(c.adam.beta1, c.adam.beta2) = pair(v, k);
     else if (k == "adam_eps") c.adam.eps = num(v, k);
     else if (k == "adam_weight_decay") c.adam.weight_decay = num(v, k);
+    else if (k == "ortho_scheme") c.ortho_scheme = parse_ortho_scheme(str(v, k));
     else if (k == "matrix_params") c.matrix_params = strings(v, k);
     else if (k == "adam_params") c.adam_params = strings(v, k);
     else throw UsageError("optim." + k + ": unknown key");

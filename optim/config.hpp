@@ -2,6 +2,8 @@
 // errors that name the key.
 #pragma once
 
+#include "optim/distributed/plan.hpp"
+
 #include <nlohmann/json_fwd.hpp>
 
 #include <string>
@@ -36,6 +38,8 @@ struct OptimConfig {
   double conda_scale = 0.25;
   CondaProjType proj_type = CondaProjType::Std;
   bool correct_bias = true;
+  // Distributed orthogonalization: owner exchange, Gram-sharded NS for tall matrices, or chosen per matrix.
+  OrthoScheme ortho_scheme = OrthoScheme::Auto;
   // Auxiliary AdamW for parameters the matrix rule does not take.
   AdamHparams adam;
   // Routing overrides: glob patterns on parameter names.

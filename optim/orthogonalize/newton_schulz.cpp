@@ -27,8 +27,19 @@ void NewtonSchulz<T>::run(T* x, std::int64_t m, std::int64_t n) {
 
 template <typename T>
 void NewtonSchulz<T>::iterate(T* x, std::int64_t m, std::int64_t n) {
-  if (m == 0 || n == 0 || steps_ <= 0) return;
-  const bool wide = m <= n;
+  if (m == 0 || n == 0) return;
+  iterate_impl(x, m, n, m <= n, nullptr);
+}
+
+template <typename T>
+void NewtonSchulz<T>::iterate_row_shard(T* x, std::int64_t local_rows, std::int64_t n, const GramReducer& reduce) {
+  if (n == 0) return;
+  iterate_impl(x, local_rows, n, false, &reduce);
+}
+
+template <typename T>
+void NewtonSchulz<T>::iterate_impl(T* x, std::int64_t m, std::int64_t n, bool wide, const GramReducer* reduce) {
+  if (steps_ <= 0) return;
   const std::int64_t r = wide ? m : n;
   gram_.resize(static_cast<std::size_t>(r * r));
   poly_.resize(static_cast<std::size_t>(r * r));
@@ -39,8 +50,10 @@ void NewtonSchulz<T>::iterate(T* x, std::int64_t m, std::int64_t n) {
   for (int it = 0; it < steps_; ++it) {
     // A = X Xᵀ (wide) or Xᵀ X (tall): upper triangle by syrk, mirrored so it can feed the next syrk.
     if (wide) linalg::syrk_xxt(cur, m, n, gram_.data());
-    else linalg::syrk_xtx(cur, m, n, gram_.data());
+    else if (m > 0) linalg::syrk_xtx(cur, m, n, gram_.data());
+    else std::fill(gram_.begin(), gram_.end(), T(0));  // an empty row shard contributes nothing
     linalg::symmetrize_upper(gram_.data(), r);
+    if (reduce) (*reduce)(gram_.data(), r);  // sum of the row shards' Xᵢᵀ Xᵢ
     // P = c A² + b A + a I: A² = A Aᵀ (A symmetric) by syrk with beta folding in b A.
     std::memcpy(poly_.data(), gram_.data(), gram_.size() * sizeof(T));
     linalg::syrk_xxt(gram_.data(), r, r, poly_.data(), c, b);
@@ -48,10 +61,10 @@ void NewtonSchulz<T>::iterate(T* x, std::int64_t m, std::int64_t n) {
     linalg::symmetrize_upper(poly_.data(), r);
     // X ← P X (wide) or X P (tall).
     if (wide) linalg::gemm<T>(false, false, m, n, m, T(1), poly_.data(), r, cur, n, T(0), nxt, n);
-    else linalg::gemm<T>(false, false, m, n, n, T(1), cur, n, poly_.data(), r, T(0), nxt, n);
+    else if (m > 0) linalg::gemm<T>(false, false, m, n, n, T(1), cur, n, poly_.data(), r, T(0), nxt, n);
     std::swap(cur, nxt);
   }
-  if (cur != x) std::memcpy(x, cur, static_cast<std::size_t>(m * n) * sizeof(T));
+  if (cur != x && m > 0) std::memcpy(x, cur, static_cast<std::size_t>(m * n) * sizeof(T));
 }
 
 template class NewtonSchulz<float>;

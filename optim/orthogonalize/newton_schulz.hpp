@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace orthoshard {
@@ -29,9 +30,16 @@ class NewtonSchulz {
   // Same iterations on an already normalized x (used when the norm is computed elsewhere).
   void iterate(T* x, std::int64_t m, std::int64_t n);
 
+  // Gram-sharded iterations of a tall matrix whose rows are spread over ranks: x holds this rank's
+  // local_rows x n rows (possibly none); every iteration `reduce` sums the n x n Gram matrix Xᵢᵀ Xᵢ
+  // over the ranks (an all-reduce), the rest is local. x must already be globally normalized.
+  using GramReducer = std::function<void(T* gram, std::int64_t n)>;
+  void iterate_row_shard(T* x, std::int64_t local_rows, std::int64_t n, const GramReducer& reduce);
+
   int steps() const { return steps_; }
 
  private:
+  void iterate_impl(T* x, std::int64_t m, std::int64_t n, bool wide, const GramReducer* reduce);
   int steps_;
   NsCoefficients coef_;
   double eps_;
