@@ -27,27 +27,24 @@ std::string error_of(Communicator& comm, const ReplayOptions& o) {
 }  // namespace
 
 TEST_F(MpiTest, ReplayTracesAndRefusals) {
-  if (comm().size() > 1) {
-    // Until the sharded path exists, K > 1 is refused with a message saying so (on every rank).
-    ReplayOptions o{kData + "/optim/muon.h5", "f32", -1};
-    EXPECT_NE(error_of(comm(), o).find("1 rank"), std::string::npos);
-    return;
-  }
+  // Every rank runs its row shards through the sharded optimizer path, at any rank count.
   for (const char* t : {"adamw", "muon", "normuon", "conda"})
-    for (const char* p : {"f32", "f64"}) EXPECT_EQ(run_replay(comm(), {kData + "/optim/" + t + ".h5", p, -1}), 0);
+    for (const char* p : {"f32", "f64"})
+      for (const char* scheme : {"owner", "gram"})
+        EXPECT_EQ(run_replay(comm(), {kData + "/optim/" + t + ".h5", p, -1, scheme}), 0) << t << " " << p;
   // A tolerance below what f32 reaches must fail (the check can fail).
-  EXPECT_EQ(run_replay(comm(), {kData + "/optim/muon.h5", "f32", 1e-9}), 1);
+  EXPECT_EQ(run_replay(comm(), {kData + "/optim/muon.h5", "f32", 1e-9, "auto"}), 1);
 }
 
 TEST_F(MpiTest, ReplayBadInputsNameTheProblem) {
-  if (comm().size() > 1) return;
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("orthoshard_replay_" + std::to_string(::getpid()));
+  const fs::path dir = fs::temp_directory_path() / ("orthoshard_replay_" + std::to_string(::getpid()) + "_" +
+                                                     std::to_string(comm().rank()));
   fs::create_directories(dir);
-  EXPECT_NE(error_of(comm(), {(dir / "nope.h5").string(), "f32", -1}).find("no such file"), std::string::npos);
+  EXPECT_NE(error_of(comm(), {(dir / "nope.h5").string(), "f32", -1, "auto"}).find("no such file"), std::string::npos);
   std::ofstream(dir / "text.h5") << "hello";
-  EXPECT_NE(error_of(comm(), {(dir / "text.h5").string(), "f32", -1}).find("not an HDF5 file"), std::string::npos);
-  EXPECT_NE(error_of(comm(), {kData + "/gpt2/reference.h5", "f32", -1}).find("not an optimizer trace"),
+  EXPECT_NE(error_of(comm(), {(dir / "text.h5").string(), "f32", -1, "auto"}).find("not an HDF5 file"), std::string::npos);
+  EXPECT_NE(error_of(comm(), {kData + "/gpt2/reference.h5", "f32", -1, "auto"}).find("not an optimizer trace"),
             std::string::npos);
   // A trace with one dataset removed.
   const fs::path broken = dir / "broken.h5";
@@ -56,7 +53,7 @@ TEST_F(MpiTest, ReplayBadInputsNameTheProblem) {
   ASSERT_GE(f, 0);
   ASSERT_GE(H5Ldelete(f, "/params/tall/grads", H5P_DEFAULT), 0);
   H5Fclose(f);
-  const std::string msg = error_of(comm(), {broken.string(), "f32", -1});
+  const std::string msg = error_of(comm(), {broken.string(), "f32", -1, "auto"});
   EXPECT_NE(msg.find("/params/tall/grads"), std::string::npos) << msg;
   fs::remove_all(dir);
 }
