@@ -4,6 +4,7 @@
 #include "optim/linalg.hpp"
 #include "optim/optimizer.hpp"
 #include "optim/orthogonalize/newton_schulz.hpp"
+#include "runtime/comm/communicator.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
 
@@ -124,46 +125,92 @@ int run_ns_bench(const NsBenchOptions& opt) {
   return 0;
 }
 
-int run_optim_bench(const OptimBenchOptions& opt) {
+int run_optim_bench(Communicator& comm, const OptimBenchOptions& opt) {
   OS_CHECK(opt.layers > 0 && opt.channels > 0 && opt.steps > 0, "bench optim: layers, channels, steps must be > 0");
+  const OrthoScheme scheme = parse_ortho_scheme(opt.scheme);
   const auto shapes = gpt2_parameter_shapes(opt.layers, opt.channels, 50304, 1024);
-  std::int64_t total = 0;
-  for (const auto& [n, s] : shapes) total += shape_numel(s);
-  log::info("# orthoshard bench optim: GPT-2-shaped set, {} layers, C = {}, {} tensors, {:.1f} M parameters, f32, "
-            "{} BLAS threads", opt.layers, opt.channels, shapes.size(), total / 1e6, openblas_get_num_threads());
+  const int n = comm.size(), me = comm.rank();
+  std::int64_t total = 0, matrix_elems = 0;
+  for (const auto& [name, s] : shapes) total += shape_numel(s);
+  log::info("# orthoshard bench optim: GPT-2-shaped set, {} layers, C = {}, {} tensors, {:.1f} M parameters, f32",
+            opt.layers, opt.channels, shapes.size(), total / 1e6);
+  log::info("# {} rank(s), {} BLAS thread(s) per rank, parameters row-sharded, ortho_scheme {}", n,
+            openblas_get_num_threads(), opt.scheme);
   log::info("# one full step (matrix rule on hidden 2-D weights, AdamW on the rest); median of {} after 1 warm-up",
             opt.steps);
-  log::info("{:>10} {:>12} {:>14}", "optimizer", "step_ms", "matrices");
+  log::info("{:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9} {:>9}", "optimizer", "step_ms", "local_ms",
+            "ortho_ms", "post_ms", "GFLOP/rk", "MB_sent/rk", "MB_recv/rk", "plan_imb", "flop_imb");
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& name : opt.optimizers) {
-    OptimConfig c;
-    c.name = name;
-    c.update_proj_gap = 1000000;  // steady-state Conda steps; the SVD refresh is timed separately below
     if (name != "adamw" && name != "muon" && name != "normuon" && name != "conda")
       throw UsageError("bench optim: unknown optimizer '" + name + "'");
+    OptimConfig c;
+    c.name = name;
+    c.ortho_scheme = scheme;
+    c.update_proj_gap = 1000000;  // steady-state Conda steps; the SVD refresh step is reported separately
     std::vector<std::pair<std::string, Shape>> ps(shapes.begin(), shapes.end());
-    Optimizer o = Optimizer::with_routing(c, ps);
+    Optimizer o = Optimizer::with_routing(c, ps, DType::F32, &comm);
     std::vector<Tensor> params, grads;
-    int matrices = 0;
+    matrix_elems = 0;
     for (std::size_t i = 0; i < ps.size(); ++i) {
-      params.push_back(Tensor::empty(ps[i].second, DType::F32));
-      grads.push_back(Tensor::empty(ps[i].second, DType::F32));
-      fill_random(params.back().data<float>(), params.back().numel(), 3 + static_cast<unsigned>(i));
-      fill_random(grads.back().data<float>(), grads.back().numel(), 1000 + static_cast<unsigned>(i));
-      matrices += o.params()[i].rule != RuleKind::AdamW ? 1 : 0;
+      params.push_back(Tensor::empty(o.local_shape(i), DType::F32));
+      grads.push_back(Tensor::empty(o.local_shape(i), DType::F32));
+      fill_random(params.back().data<float>(), params.back().numel(), 3 + static_cast<unsigned>(i) + 7919u * me);
+      fill_random(grads.back().data<float>(), grads.back().numel(), 1000 + static_cast<unsigned>(i) + 7919u * me);
+      if (o.params()[i].rule != RuleKind::AdamW) matrix_elems += shape_numel(ps[i].second);
     }
-    const double first = seconds([&] { o.step(params, grads); });  // warm-up (Conda: includes the SVD refresh)
+    auto timed_step = [&] {
+      comm.barrier();
+      const double t = seconds([&] { o.step(params, grads); });
+      return comm.all_reduce_scalar(t, ReduceOp::Max);
+    };
+    const double first = timed_step();  // warm-up (Conda: includes the SVD refresh)
     std::vector<double> ts;
-    for (int s = 0; s < opt.steps; ++s) ts.push_back(seconds([&] { o.step(params, grads); }));
-    std::sort(ts.begin(), ts.end());
-    const double t = ts[ts.size() / 2];
-    log::info("{:>10} {:>12.1f} {:>14}{}", name, t * 1e3, matrices,
-              name == "conda" ? fmt::format("   (first step with SVD refresh: {:.1f} ms)", first * 1e3) : "");
-    rows.push_back({{"optimizer", name}, {"step_ms", t * 1e3}, {"first_step_ms", first * 1e3},
-                    {"matrices", matrices}});
+    std::vector<StepStats> stats;
+    for (int s = 0; s < opt.steps; ++s) {
+      ts.push_back(timed_step());
+      stats.push_back(o.last_step_stats());
+    }
+    std::vector<std::size_t> idx(ts.size());
+    for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+    std::sort(idx.begin(), idx.end(), [&](std::size_t a, std::size_t b) { return ts[a] < ts[b]; });
+    const std::size_t med = idx[idx.size() / 2];
+    const StepStats& st = stats[med];
+    // Per-rank figures: the maximum over ranks (the slowest rank sets the pace), flops imbalance max/mean.
+    const double flops_max = comm.all_reduce_scalar(st.ortho_flops, ReduceOp::Max);
+    const double flops_mean = comm.all_reduce_scalar(st.ortho_flops, ReduceOp::Sum) / n;
+    const double sent = comm.all_reduce_scalar(static_cast<double>(st.bytes_sent), ReduceOp::Max);
+    const double recv = comm.all_reduce_scalar(static_cast<double>(st.bytes_received), ReduceOp::Max);
+    const double sent_total = comm.all_reduce_scalar(static_cast<double>(st.bytes_sent), ReduceOp::Sum);
+    const double local_ms = comm.all_reduce_scalar(st.local_ms, ReduceOp::Max);
+    const double ortho_ms = comm.all_reduce_scalar(st.ortho_ms, ReduceOp::Max);
+    const double post_ms = comm.all_reduce_scalar(st.post_ms, ReduceOp::Max);
+    const double flop_imb = flops_mean > 0 ? flops_max / flops_mean : 1.0;
+    log::info("{:>9} {:>9.1f} {:>9.1f} {:>9.1f} {:>9.1f} {:>9.1f} {:>11.2f} {:>11.2f} {:>9.3f} {:>9.3f}{}", name,
+              ts[med] * 1e3, local_ms, ortho_ms, post_ms, flops_max / 1e9, sent / 1e6, recv / 1e6,
+              o.plan().imbalance(), flop_imb,
+              name == "conda" ? fmt::format("   (first step, with SVD refresh: {:.1f} ms)", first * 1e3) : "");
+    rows.push_back({{"optimizer", name},           {"ranks", n},
+                    {"step_ms", ts[med] * 1e3},    {"first_step_ms", first * 1e3},
+                    {"local_ms", local_ms},        {"ortho_ms", ortho_ms},
+                    {"post_ms", post_ms},          {"ortho_gflops_max_rank", flops_max / 1e9},
+                    {"bytes_sent_max_rank", sent}, {"bytes_received_max_rank", recv},
+                    {"bytes_sent_all_ranks", sent_total},
+                    {"matrix_bytes", matrix_elems * 4.0}, {"plan_imbalance", o.plan().imbalance()},
+                    {"flops_imbalance", flop_imb}});
   }
-  write_json(opt.json_path, {{"bench", "optim"}, {"layers", opt.layers}, {"channels", opt.channels},
-                             {"results", rows}});
+  log::info("# bytes moved per step, all ranks, vs matrix bytes: {}",
+            [&] {
+              std::string s;
+              for (const auto& r : rows)
+                if (r["matrix_bytes"].get<double>() > 0)
+                  s += fmt::format("{} {:.2f}x  ", r["optimizer"].get<std::string>(),
+                                   r["bytes_sent_all_ranks"].get<double>() / r["matrix_bytes"].get<double>());
+              return s;
+            }());
+  if (me == 0)
+    write_json(opt.json_path, {{"bench", "optim"}, {"layers", opt.layers}, {"channels", opt.channels},
+                               {"ranks", n}, {"scheme", opt.scheme}, {"results", rows}});
   return 0;
 }
 

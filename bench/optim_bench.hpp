@@ -17,14 +17,18 @@ struct NsBenchOptions {
 };
 int run_ns_bench(const NsBenchOptions& opt);
 
+class Communicator;
+
 struct OptimBenchOptions {
   std::vector<std::string> optimizers{"adamw", "muon", "normuon", "conda"};
   int layers = 12;  // GPT-2 124M: 12 layers, C = 768, vocab 50304, context 1024
   int channels = 768;
   int steps = 3;    // timed steps after one warm-up step (median reported)
+  std::string scheme = "auto";  // distributed orthogonalization: auto | owner | gram
   std::string json_path;
 };
-int run_optim_bench(const OptimBenchOptions& opt);
+// Runs on the ranks of `comm` with every parameter row-sharded over them.
+int run_optim_bench(Communicator& comm, const OptimBenchOptions& opt);
 
 // The GPT-2 parameter set by name and shape (llm.c names per layer), used by the bench and the tests.
 std::vector<std::pair<std::string, std::vector<std::int64_t>>> gpt2_parameter_shapes(int layers, int channels,

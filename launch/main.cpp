@@ -3,6 +3,8 @@
 #include "bench/comm_bench.hpp"
 #include "bench/optim_bench.hpp"
 #include "launch/env_info.hpp"
+#include "launch/model_bench.hpp"
+#include "launch/prepare_data.hpp"
 #include "launch/replay.hpp"
 #include "launch/selfcheck.hpp"
 #include "runtime/comm/mpi_communicator.hpp"
@@ -22,6 +24,13 @@ int main(int argc, char** argv) {
   app.fallthrough(false);
 
   auto* env = app.add_subcommand("env", "Show compiled backends, library versions and visible devices");
+
+  PrepareDataOptions prep_opt;
+  auto* prepare = app.add_subcommand("prepare-data", "Byte-level token shards (llm.c format) from text files");
+  prepare->add_option("text", prep_opt.inputs, "Text files, concatenated in this order")->required();
+  prepare->add_option("--out", prep_opt.out, "Output shard FILE.bin")->required();
+  prepare->add_option("--val-fraction", prep_opt.val_fraction, "Last fraction of the tokens to FILE_val.bin")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
 
   int inject_failure = -1;
   auto* selfcheck = app.add_subcommand("selfcheck", "Check every collective on the ranks of this job (mpirun -np N)");
@@ -77,7 +86,27 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bench_optim->add_option("--steps", optim_opt.steps, "Timed steps (median)")->check(CLI::PositiveNumber)
       ->capture_default_str();
+  bench_optim->add_option("--scheme", optim_opt.scheme, "Distributed orthogonalization: auto, owner, gram")
+      ->check(CLI::IsMember({"auto", "owner", "gram"}))->capture_default_str();
   bench_optim->add_option("--json", optim_opt.json_path, "Also write results as JSON to this path");
+  ModelBenchOptions model_opt;
+  auto* bench_model = bench->add_subcommand("model", "GPT-2 forward+backward tokens/s on the CPU and the GEMM share");
+  bench_model->add_option("--L,--layers", model_opt.layers, "Transformer layers")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_model->add_option("--C,--channels", model_opt.channels, "Model width")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_model->add_option("--NH,--heads", model_opt.heads, "Attention heads (default C/64)");
+  bench_model->add_option("--T,--seq-len", model_opt.seq_len, "Sequence length")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_model->add_option("--B,--batch", model_opt.batch, "Batch size")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_model->add_option("--V,--vocab", model_opt.vocab, "Vocabulary")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_model->add_option("--Vp,--vocab-padded", model_opt.vocab_padded, "Padded vocabulary")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  bench_model->add_option("--steps", model_opt.steps, "Timed steps (median)")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_model->add_option("--json", model_opt.json_path, "Also write results as JSON to this path");
 
   try {
     app.parse(argc, argv);
@@ -94,13 +123,15 @@ int main(int argc, char** argv) {
 
   if (env->parsed()) return run_guarded([] { return run_env(); });
   if (bench_ns->parsed()) return run_guarded([&] { return run_ns_bench(ns_opt); });
-  if (bench_optim->parsed()) return run_guarded([&] { return run_optim_bench(optim_opt); });
+  if (bench_model->parsed()) return run_guarded([&] { return run_model_bench(model_opt); });
+  if (prepare->parsed()) return run_guarded([&] { return run_prepare_data(prep_opt); });
 
   MpiRuntime mpi(&argc, &argv);
   return run_guarded([&] {
     auto world = mpi.world();
     if (selfcheck->parsed()) return run_selfcheck(*world, inject_failure);
     if (bench_comm->parsed()) return run_comm_bench(*world, comm_opt);
+    if (bench_optim->parsed()) return run_optim_bench(*world, optim_opt);
     if (replay->parsed()) return run_replay(*world, replay_opt);
     throw UsageError("no subcommand given");
   });
