@@ -95,6 +95,17 @@ std::int64_t H5File::int_attr(const std::string& object, const std::string& name
   return v;
 }
 
+double H5File::double_attr(const std::string& object, const std::string& name) const {
+  if (!has_attr(object, name)) fail("'{}': {} has no attribute '{}'", path_, object, name);
+  Handle a{H5Aopen_by_name(id_, object.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
+  Handle type{H5Aget_type(a.id), H5Tclose};
+  const H5T_class_t cls = H5Tget_class(type.id);
+  if (cls != H5T_FLOAT && cls != H5T_INTEGER) fail("'{}': attribute {}@{} is not a number", path_, object, name);
+  double v = 0;
+  if (H5Aread(a.id, H5T_NATIVE_DOUBLE, &v) < 0) fail("'{}': cannot read attribute {}@{}", path_, object, name);
+  return v;
+}
+
 std::vector<std::string> H5File::children(const std::string& group) const {
   if (!exists(group)) fail("'{}': no group '{}'", path_, group);
   Handle g{H5Gopen2(id_, group.c_str(), H5P_DEFAULT), H5Gclose};

@@ -25,6 +25,7 @@ class H5File {
   bool has_attr(const std::string& object, const std::string& name) const;
   std::string string_attr(const std::string& object, const std::string& name) const;
   std::int64_t int_attr(const std::string& object, const std::string& name) const;
+  double double_attr(const std::string& object, const std::string& name) const;  // float or integer attribute
   std::vector<std::string> children(const std::string& group) const;  // names, in creation/name order
   Shape dataset_shape(const std::string& dataset) const;
   // The whole dataset converted to `as` (f32, f64, i32, i64 or u8).

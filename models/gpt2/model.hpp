@@ -1,0 +1,93 @@
+// GPT-2 forward and backward on the CPU, by hand (fp32 for training, fp64 for checks), driven one unit at a
+// time: embedding, each block, head. Each unit call takes only that unit's parameters (and gradients), so an
+// FSDP engine can gather one unit, run it, and release it. Parameter gradients accumulate (+=).
+#pragma once
+
+#include "models/gpt2/config.hpp"
+#include "models/gpt2/params.hpp"
+#include "runtime/core/tensor.hpp"
+
+#include <cstdint>
+#include <vector>
+
+namespace orthoshard {
+
+// Wall time per kind of work on the calling thread (enabled with Gpt2Model::profile().enabled).
+struct Gpt2Profile {
+  bool enabled = false;
+  double matmul_s = 0;         // linear layers and the logits GEMMs (BLAS)
+  double attention_s = 0;
+  double layernorm_s = 0;
+  double gelu_s = 0;
+  double cross_entropy_s = 0;  // fused softmax + loss + gradient
+  double embedding_s = 0;
+  double total_s() const { return matmul_s + attention_s + layernorm_s + gelu_s + cross_entropy_s + embedding_s; }
+  void reset() { *this = Gpt2Profile{enabled}; }
+};
+
+template <typename T>
+class Gpt2Model {
+ public:
+  explicit Gpt2Model(Gpt2Config cfg);
+
+  const Gpt2Config& config() const { return cfg_; }
+  // Sizes the activation buffers for batches of B sequences of T tokens; reallocates only when (B, T)
+  // changes. T > maxT is an error naming the model file.
+  void set_batch(std::int64_t B, std::int64_t Tn);
+  std::int64_t batch() const { return B_; }
+  std::int64_t seq_len() const { return T_; }
+
+  // ---- one unit at a time, forward in this order, backward in reverse ----
+  // inputs: i32 (B, T) tokens in [0, V); sets the batch shape.
+  void embedding_forward(const EmbeddingWeights& w, const Tensor& inputs);
+  void block_forward(int layer, const BlockWeights& w);
+  // Final layernorm and logits (B, T, Vp). With targets (i32 (B, T)) also the per-token losses; returns
+  // their mean (NaN without targets: pass an undefined Tensor()).
+  double head_forward(const HeadWeights& w, const Tensor& targets);
+  // Gradients of grad_scale · mean loss (grad_scale = 1/K for K accumulated micro-batches). Overwrites the
+  // logits with their gradient. Accumulates into g (g.wte is the same gradient as the embedding's).
+  void head_backward(const HeadWeights& w, const HeadWeights& g, double grad_scale = 1.0);
+  void block_backward(int layer, const BlockWeights& w, const BlockWeights& g);
+  void embedding_backward(const EmbeddingWeights& g);
+
+  // ---- whole model: the units in order ----
+  double forward(const Gpt2Params& p, const Tensor& inputs, const Tensor& targets);
+  void backward(const Gpt2Params& p, const Gpt2Params& grads, double grad_scale = 1.0);
+
+  // Views of the last forward (valid until the next set_batch; the logits until head_backward).
+  Tensor logits() const;  // (B, T, Vp)
+  Tensor losses() const;  // (B, T)
+  Gpt2Profile& profile() { return profile_; }
+
+ private:
+  void check_tokens(const Tensor& tokens, const char* what) const;
+
+  Gpt2Config cfg_;
+  std::int64_t B_ = 0, T_ = 0;
+  // Activations, sized once per (B, T); N = B·T rows.
+  Tensor encoded_;         // (L+1, N, C): residual stream entering block l; [L] enters the head
+  Tensor ln1_, ln2_;       // (L, N, C)
+  Tensor ln1_stats_, ln2_stats_;  // (L, 2, N): mean, rstd
+  Tensor qkv_;             // (L, N, 3C)
+  Tensor att_;             // (L, B, NH, T, T) softmax probabilities
+  Tensor atty_;            // (L, N, C) attention output before the projection
+  Tensor resid_mid_;       // (L, N, C) residual stream after the attention half of the block
+  Tensor fch_, fch_gelu_;  // (L, N, 4C)
+  Tensor lnf_;             // (N, C)
+  Tensor lnf_stats_;       // (2, N)
+  Tensor logits_;          // (N, Vp); the gradient after head_backward
+  Tensor lse_, losses_;    // (N)
+  Tensor inputs_, targets_;  // i32 (N)
+  // Backward scratch, one layer's worth.
+  Tensor dresid_;  // (N, C) gradient w.r.t. the residual stream
+  Tensor dsmall_;  // (N, C)
+  Tensor dbig_;    // (N, 4C) (also holds dqkv (N, 3C))
+  bool have_targets_ = false;
+  bool logits_are_grad_ = false;
+  Gpt2Profile profile_;
+};
+
+extern template class Gpt2Model<float>;
+extern template class Gpt2Model<double>;
+
+}  // namespace orthoshard
