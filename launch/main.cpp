@@ -6,6 +6,7 @@
 #include "launch/model_bench.hpp"
 #include "launch/prepare_data.hpp"
 #include "launch/replay.hpp"
+#include "launch/train.hpp"
 #include "launch/selfcheck.hpp"
 #include "runtime/comm/mpi_communicator.hpp"
 #include "runtime/core/error.hpp"
@@ -36,6 +37,12 @@ int main(int argc, char** argv) {
   auto* selfcheck = app.add_subcommand("selfcheck", "Check every collective on the ranks of this job (mpirun -np N)");
   selfcheck->add_option("--inject-failure", inject_failure, "Make this rank fail, to check that the job ends")
       ->check(CLI::NonNegativeNumber);
+
+  std::string train_config_path;
+  auto* train_cmd = app.add_subcommand(
+      "train", "Train GPT-2 on the ranks of the job: --config FILE, any key overridden as --section.key=value");
+  train_cmd->add_option("--config", train_config_path, "TOML configuration (default: built-in defaults)");
+  train_cmd->allow_extras();
 
   ReplayOptions replay_opt;
   auto* replay = app.add_subcommand("replay", "Run an optimizer trace and compare with the reference after every step");
@@ -133,6 +140,13 @@ int main(int argc, char** argv) {
     if (bench_comm->parsed()) return run_comm_bench(*world, comm_opt);
     if (bench_optim->parsed()) return run_optim_bench(*world, optim_opt);
     if (replay->parsed()) return run_replay(*world, replay_opt);
+    if (train_cmd->parsed()) {
+      std::vector<std::string> overrides = train_cmd->remaining();
+      for (const auto& a : overrides)
+        if (a.rfind("--", 0) == 0 && !is_config_override(a)) throw UsageError("train: unknown option '" + a + "'");
+      train(*world, load_train_config(train_config_path, overrides));
+      return 0;
+    }
     throw UsageError("no subcommand given");
   });
 }

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <vector>
 
@@ -44,7 +45,11 @@ int run_model_bench(const ModelBenchOptions& o) {
   log::info("# orthoshard bench model: GPT-2 {} ({:.1f} M parameters), B={} T={}, f32 on the CPU, {} OpenMP threads, "
             "{} BLAS threads", cfg.describe(), cfg.num_parameters() / 1e6, B, T, omp_get_max_threads(),
             openblas_get_num_threads());
-  log::info("# forward+backward per step, median of {} after 1 warm-up; shares of the summed kernel time", o.steps);
+  log::info("# forward+backward per step, median of {} after 1 warm-up; shares of the step time", o.steps);
+  const char* wait = std::getenv("OMP_WAIT_POLICY");
+  if (!wait || std::string(wait) != "passive")
+    log::info("# note: OMP_WAIT_POLICY={}; with OpenBLAS's own threads, OMP_WAIT_POLICY=passive avoids spinning "
+              "OpenMP workers taking the GEMMs' cores", wait ? wait : "(unset)");
 
   auto step = [&] {
     model.forward(params, inputs, targets);

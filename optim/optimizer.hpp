@@ -6,7 +6,7 @@
 
 #include "optim/config.hpp"
 #include "optim/distributed/plan.hpp"
-#include "optim/distributed/row_sharding.hpp"
+#include "runtime/fsdp/row_sharding.hpp"
 #include "optim/rules.hpp"
 #include "optim/state.hpp"
 #include "runtime/comm/communicator.hpp"

@@ -5,7 +5,7 @@
 
 #include "bench/optim_bench.hpp"
 #include "optim/distributed/plan.hpp"
-#include "optim/distributed/row_sharding.hpp"
+#include "runtime/fsdp/row_sharding.hpp"
 #include "optim/optimizer.hpp"
 
 #include <cmath>

@@ -1,5 +1,9 @@
-// The synthetic language: transitions seeded from the seed, a de Bruijn cycle through every context so the
-// chain is irreducible, a self-loop at context (0, 0) so it is aperiodic, then π by power iteration.
+// The synthetic language. Successor sets depend on the previous symbol b only: a sparse random graph over
+// the symbols with the ring edge b -> b+1 (irreducible) and 0 -> 0 (aperiodic). The probabilities over
+// those successors depend on both previous symbols (a, b), Dirichlet(1) per context. So a bigram model
+// gets part of the way (the sparse graph) and the rest needs the token two back (attention). The chain
+// over contexts moves along the graph's edges (its line graph), which is again irreducible and
+// aperiodic, so π is unique; contexts that are not edges are transient and get π = 0.
 #include "models/data/synthetic.hpp"
 
 #include "models/random.hpp"
@@ -7,62 +11,37 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 
 namespace orthoshard {
 
 namespace {
-
 constexpr char kSymbols[] = " abcdefghijklmnopqrstuvw";
 static_assert(sizeof(kSymbols) - 1 == SyntheticLanguage::kAlphabet);
-
-// de Bruijn sequence B(k, 2) by the FKM (Lyndon word) construction: every ordered pair of the k symbols
-// appears exactly once as adjacent symbols of the cyclic sequence (length k²).
-std::vector<int> de_bruijn_pairs(int k) {
-  const int n = 2;
-  std::vector<int> a(static_cast<std::size_t>(k * n + 1), 0), seq;
-  std::function<void(int, int)> gen = [&](int t, int p) {
-    if (t > n) {
-      if (n % p == 0)
-        for (int i = 1; i <= p; ++i) seq.push_back(a[static_cast<std::size_t>(i)]);
-      return;
-    }
-    a[static_cast<std::size_t>(t)] = a[static_cast<std::size_t>(t - p)];
-    gen(t + 1, p);
-    for (int j = a[static_cast<std::size_t>(t - p)] + 1; j < k; ++j) {
-      a[static_cast<std::size_t>(t)] = j;
-      gen(t + 1, t);
-    }
-  };
-  gen(1, 1);
-  return seq;
-}
-
 }  // namespace
 
 SyntheticLanguage::SyntheticLanguage(std::uint64_t seed) : seed_(seed) {
   constexpr int A = kAlphabet, K = kSuccessors, S = A * A;
   next_.assign(static_cast<std::size_t>(S * K), 0);
   prob_.assign(static_cast<std::size_t>(S * K), 0.0);
-  const std::vector<int> db = de_bruijn_pairs(A);
-  OS_CHECK(static_cast<int>(db.size()) == S, "synthetic language: de Bruijn sequence of length {}", db.size());
-  std::vector<int> cycle_next(S);
-  for (int i = 0; i < S; ++i) cycle_next[db[i] * A + db[(i + 1) % S]] = db[(i + 2) % S];
-
   rng::Stream r(rng::key(seed, rng::hash_name("synthetic-transitions")));
-  for (int c = 0; c < S; ++c) {
-    std::vector<int> succ{cycle_next[c]};
-    if (c == 0 && cycle_next[c] != 0) succ.push_back(0);  // self-loop of context (0, 0): aperiodic
-    while (static_cast<int>(succ.size()) < K) {
-      const int s = static_cast<int>(r.below(A));
-      if (std::find(succ.begin(), succ.end(), s) == succ.end()) succ.push_back(s);
+  std::vector<int> succ(static_cast<std::size_t>(A * K));  // (symbol, K) successor sets
+  for (int b = 0; b < A; ++b) {
+    std::vector<int> sb{(b + 1) % A};
+    if (b == 0) sb.push_back(0);
+    while (static_cast<int>(sb.size()) < K) {
+      const int c = static_cast<int>(r.below(A));
+      if (std::find(sb.begin(), sb.end(), c) == sb.end()) sb.push_back(c);
     }
+    std::copy(sb.begin(), sb.end(), succ.begin() + b * K);
+  }
+  for (int c = 0; c < S; ++c) {
+    const int b = c % A;
     double total = 0;
     for (int j = 0; j < K; ++j) {
       const double w = -std::log(r.uniform());  // Dirichlet(1, ..., 1) after normalisation
       prob_[c * K + j] = w;
       total += w;
-      next_[c * K + j] = static_cast<std::int8_t>(succ[j]);
+      next_[c * K + j] = static_cast<std::int8_t>(succ[b * K + j]);
     }
     for (int j = 0; j < K; ++j) prob_[c * K + j] /= total;
   }
@@ -134,9 +113,9 @@ std::vector<std::uint16_t> SyntheticLanguage::sample(std::int64_t n, std::uint64
 }
 
 std::string SyntheticLanguage::describe() const {
-  return fmt::format("order-2 Markov source over {} symbols (space, a-w), {} contexts x {} successors, seed {}: "
+  return fmt::format("order-2 Markov source over {} symbols (space, a-w), {} successors per symbol, seed {}: "
                      "entropy rate {:.6f} nats/token ({:.4f} bits), the loss floor of a perfect model",
-                     kAlphabet, kAlphabet * kAlphabet, kSuccessors, seed_, entropy_rate_, entropy_rate_ / std::log(2.0));
+                     kAlphabet, kSuccessors, seed_, entropy_rate_, entropy_rate_ / std::log(2.0));
 }
 
 }  // namespace orthoshard

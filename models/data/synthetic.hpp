@@ -1,5 +1,6 @@
 // `builtin:synthetic`: a deterministic synthetic language (an order-2 Markov source over a small alphabet of
-// bytes, sparse transitions) whose entropy rate, the loss floor of a perfect model, is computed exactly.
+// bytes: a sparse successor graph, probabilities set by the two previous symbols) whose entropy rate, the
+// loss floor of a perfect model, is computed exactly.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +13,7 @@ class SyntheticLanguage {
  public:
   static constexpr std::uint64_t kDefaultSeed = 20240520;
   static constexpr int kAlphabet = 24;    // symbols: space and 23 letters
-  static constexpr int kSuccessors = 4;   // possible next symbols per context (a, b)
+  static constexpr int kSuccessors = 4;   // possible next symbols after a symbol
 
   explicit SyntheticLanguage(std::uint64_t seed = kDefaultSeed);
 

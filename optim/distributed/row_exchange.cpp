@@ -2,7 +2,7 @@
 // or that this rank owns (return); blocks are packed in rank order as all_to_all_v expects.
 #include "optim/distributed/row_exchange.hpp"
 
-#include "optim/distributed/row_sharding.hpp"
+#include "runtime/fsdp/row_sharding.hpp"
 #include "runtime/core/error.hpp"
 
 #include <algorithm>

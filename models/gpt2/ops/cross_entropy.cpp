@@ -1,6 +1,7 @@
 // Fused softmax + cross-entropy kernels, parallel over rows.
 #include "models/gpt2/ops/cross_entropy.hpp"
 
+#include "models/gpt2/ops/fast_exp.hpp"
 #include "models/gpt2/ops/parallel.hpp"
 
 #include <algorithm>
@@ -14,10 +15,12 @@ void cross_entropy_forward(T* losses, T* lse, const T* logits, const std::int32_
 #pragma omp parallel for schedule(static) if (N * V > kParallelMinWork)
   for (std::int64_t n = 0; n < N; ++n) {
     const T* z = logits + n * Vp;
-    T mx = -INFINITY;
+    T mx = z[0];
+#pragma omp simd reduction(max : mx)
     for (std::int64_t j = 0; j < V; ++j) mx = std::max(mx, z[j]);
     T sum = 0;
-    for (std::int64_t j = 0; j < V; ++j) sum += std::exp(z[j] - mx);
+#pragma omp simd reduction(+ : sum)
+    for (std::int64_t j = 0; j < V; ++j) sum += fast_exp(z[j] - mx);
     lse[n] = mx + std::log(sum);
     if (targets) losses[n] = lse[n] - z[targets[n]];
   }
@@ -31,7 +34,7 @@ void cross_entropy_backward_inplace(T* logits, const T* lse, const std::int32_t*
     T* z = logits + n * Vp;
     const T m = lse[n];
 #pragma omp simd
-    for (std::int64_t j = 0; j < V; ++j) z[j] = scale * std::exp(z[j] - m);
+    for (std::int64_t j = 0; j < V; ++j) z[j] = scale * fast_exp(z[j] - m);
     z[targets[n]] -= scale;
     std::fill(z + V, z + Vp, T(0));
   }

@@ -1,6 +1,7 @@
 // GELU (tanh) kernels, elementwise and vectorizable.
 #include "models/gpt2/ops/gelu.hpp"
 
+#include "models/gpt2/ops/fast_exp.hpp"
 #include "models/gpt2/ops/parallel.hpp"
 
 #include <cmath>
@@ -17,7 +18,7 @@ template <typename T> void gelu_forward(T* out, const T* inp, std::int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelMinWork)
   for (std::int64_t i = 0; i < n; ++i) {
     const T x = inp[i];
-    out[i] = T(0.5) * x * (T(1) + std::tanh(s * (x + k * x * x * x)));
+    out[i] = T(0.5) * x * (T(1) + fast_tanh(s * (x + k * x * x * x)));
   }
 }
 
@@ -26,7 +27,7 @@ template <typename T> void gelu_backward(T* dinp, const T* inp, const T* dout, s
 #pragma omp parallel for simd schedule(static) if (n > kParallelMinWork)
   for (std::int64_t i = 0; i < n; ++i) {
     const T x = inp[i];
-    const T th = std::tanh(s * (x + k * x * x * x));
+    const T th = fast_tanh(s * (x + k * x * x * x));
     const T sech2 = T(1) - th * th;
     const T grad = T(0.5) * (T(1) + th) + T(0.5) * x * sech2 * s * (T(1) + T(3) * k * x * x);
     dinp[i] = grad * dout[i];

@@ -1,5 +1,5 @@
 // Row-range arithmetic of the sharding and shard extraction.
-#include "optim/distributed/row_sharding.hpp"
+#include "runtime/fsdp/row_sharding.hpp"
 
 #include "runtime/core/error.hpp"
 

@@ -1,0 +1,26 @@
+// `orthoshard train`: sharded GPT-2 training on the ranks of the job (FSDP engine + sharded optimizer).
+#pragma once
+
+#include "launch/train_config.hpp"
+#include "runtime/comm/communicator.hpp"
+
+#include <vector>
+
+namespace orthoshard {
+
+struct TrainResult {
+  std::vector<double> losses;      // per step: mean loss of the global batch before its update
+  std::vector<double> grad_norms;  // per step, before clipping
+  double tokens_per_s = 0;         // over the steps after the first
+  double comm_wait_fraction = 0;   // time blocked in collectives / step time (after the first step)
+};
+
+struct TrainOptions {
+  bool quiet = false;              // no log lines (tests)
+  bool overlap = true;             // false: every collective completes before compute goes on (bench)
+};
+
+// Trains with `cfg` on the ranks of `world`. Collective; every rank returns the same losses.
+TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOptions& opt = {});
+
+}  // namespace orthoshard

@@ -1,0 +1,118 @@
+// The trainer at 1-4 ranks: N ranks reproduce one rank with the same global batch (every optimizer),
+// grad_accum K x batch B equals batch K·B, hybrid sharding equals full sharding, bf16 transport stays
+// close, the shared GPT-2 reference's AdamW losses are reproduced, and the NaN policy acts.
+#include "tests/mpi_test.hpp"
+
+#include "launch/train.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/io/h5file.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+
+using namespace orthoshard;
+using orthoshard::testing::MpiTest;
+
+namespace {
+const std::string kData = ORTHOSHARD_TESTDATA;
+
+TrainConfig tiny(const std::string& optimizer, std::vector<std::string> extra = {}) {
+  std::vector<std::string> o = {"--model.L=2", "--model.C=32", "--model.NH=4", "--model.V=256", "--model.Vp=256",
+                                "--model.maxT=32", "--train.seq_len=16", "--train.batch_size=2", "--train.steps=10",
+                                "--train.log_every=100", "--optim.name=" + optimizer, "--optim.lr=0.01",
+                                "--optim.update_proj_gap=3"};
+  if (optimizer == "conda") o.push_back("--optim.scale=0.25");
+  o.insert(o.end(), extra.begin(), extra.end());
+  return load_train_config("", o);
+}
+
+double max_rel(const std::vector<double>& a, const std::vector<double>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+    worst = std::max(worst, std::abs(a[i] - b[i]) / std::abs(b[i]));
+  return worst;
+}
+
+// The same global batch on one rank: K·W micro-batches of B instead of W ranks x K.
+TrainResult one_rank(Communicator& world, TrainConfig cfg) {
+  cfg.train.grad_accum *= world.size();
+  auto self = world.split(world.rank(), 0);
+  return train(*self, cfg, {true, true});
+}
+}  // namespace
+
+TEST_F(MpiTest, NRanksReproduceOneRankForEveryOptimizer) {
+  for (const char* name : {"adamw", "muon", "normuon", "conda"}) {
+    const TrainConfig cfg = tiny(name);
+    const TrainResult dist = train(comm(), cfg, {true, true});
+    const TrainResult ref = one_rank(comm(), cfg);
+    EXPECT_LT(max_rel(dist.losses, ref.losses), 1e-5) << name;
+    EXPECT_LT(dist.losses.back(), dist.losses.front()) << name << " does not learn";
+  }
+}
+
+TEST_F(MpiTest, GradAccumulationEqualsTheLargerBatch) {
+  const TrainResult k2 = train(comm(), tiny("normuon", {"--train.grad_accum=2", "--train.batch_size=1"}), {true, true});
+  // Same tokens: with W ranks, K = 2 micro-batches of 1 sequence cover the same window as K = 1 of 2,
+  // but in a different rank order; compare against one rank doing both.
+  const TrainResult ref = one_rank(comm(), tiny("normuon", {"--train.grad_accum=2", "--train.batch_size=1"}));
+  EXPECT_LT(max_rel(k2.losses, ref.losses), 1e-5);
+  if (comm().size() == 1) {
+    const TrainResult b2 = train(comm(), tiny("normuon", {"--train.batch_size=2"}), {true, true});
+    EXPECT_LT(max_rel(k2.losses, b2.losses), 1e-5);
+  }
+}
+
+TEST_F(MpiTest, HybridShardingEqualsFullSharding) {
+  if (comm().size() % 2 != 0) return;
+  const TrainResult full = train(comm(), tiny("muon"), {true, true});
+  const TrainResult hybrid = train(comm(), tiny("muon", {"--runtime.sharding=hybrid:2"}), {true, true});
+  EXPECT_LT(max_rel(hybrid.losses, full.losses), 1e-5);
+}
+
+TEST_F(MpiTest, NoOverlapAndNoReshardGiveTheSameLosses) {
+  const TrainResult a = train(comm(), tiny("normuon"), {true, true});
+  const TrainResult b = train(comm(), tiny("normuon", {"--runtime.reshard_after_forward=false"}), {true, false});
+  EXPECT_EQ(a.losses, b.losses);
+}
+
+TEST_F(MpiTest, Bf16TransportStaysClose) {
+  const TrainResult f = train(comm(), tiny("adamw"), {true, true});
+  const TrainResult b =
+      train(comm(), tiny("adamw", {"--runtime.param_dtype=bf16", "--runtime.reduce_dtype=bf16"}), {true, true});
+  EXPECT_LT(max_rel(b.losses, f.losses), 2e-2);
+}
+
+TEST_F(MpiTest, Gpt2ReferenceAdamWLosses) {
+  // Global batch 4 x 32 as the reference; with W ranks each rank takes 4/W sequences (W = 1, 2, 4).
+  if (4 % comm().size() != 0) return;
+  H5File ref = H5File::open_read(kData + "/gpt2/reference.h5");
+  const auto hp = nlohmann::json::parse(ref.string_attr("/", "adamw"));
+  Tensor want = ref.read("/adamw_losses", DType::F64);
+  const TrainConfig cfg = load_train_config(
+      "", {"--model.init_from=" + kData + "/gpt2/model.bin", "--data.path=" + kData + "/gpt2/tokens.bin",
+           "--train.batch_size=" + std::to_string(4 / comm().size()), "--train.seq_len=32",
+           "--train.steps=" + std::to_string(want.numel()), "--optim.name=adamw",
+           "--optim.lr=" + hp["lr"].dump(), "--optim.betas=0.9,0.95", "--optim.eps=" + hp["eps"].dump(),
+           "--optim.weight_decay=" + hp["weight_decay"].dump()});
+  const TrainResult got = train(comm(), cfg, {true, true});
+  std::vector<double> w(want.data<double>(), want.data<double>() + want.numel());
+  EXPECT_LT(max_rel(got.losses, w), 1e-4);
+}
+
+TEST_F(MpiTest, NanPolicyStopsOrSkips) {
+  // An absurd learning rate drives the weights to Inf; the next loss is NaN.
+  const std::vector<std::string> blow = {"--optim.lr=1e38", "--train.steps=4"};
+  try {
+    train(comm(), tiny("adamw", blow), {true, true});
+    ADD_FAILURE() << "a NaN loss must stop the run";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not finite"), std::string::npos) << e.what();
+  }
+  auto skip = blow;
+  skip.push_back("--train.nan_policy=skip");
+  const TrainResult r = train(comm(), tiny("adamw", skip), {true, true});
+  EXPECT_EQ(r.losses.size(), 4u);
+}
