@@ -7,6 +7,7 @@
 #include "launch/prepare_data.hpp"
 #include "launch/replay.hpp"
 #include "launch/train.hpp"
+#include "launch/train_bench.hpp"
 #include "launch/selfcheck.hpp"
 #include "runtime/comm/mpi_communicator.hpp"
 #include "runtime/core/error.hpp"
@@ -115,6 +116,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bench_model->add_option("--json", model_opt.json_path, "Also write results as JSON to this path");
 
+  std::string bench_train_config;
+  auto* bench_train = bench->add_subcommand("train", "Training tokens/s with communication overlapped and not");
+  bench_train->add_option("--config", bench_train_config, "TOML configuration (any key overridable as --section.key=v)");
+  bench_train->allow_extras();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -140,6 +146,7 @@ int main(int argc, char** argv) {
     if (bench_comm->parsed()) return run_comm_bench(*world, comm_opt);
     if (bench_optim->parsed()) return run_optim_bench(*world, optim_opt);
     if (replay->parsed()) return run_replay(*world, replay_opt);
+    if (bench_train->parsed()) return run_train_bench(*world, bench_train_config, bench_train->remaining());
     if (train_cmd->parsed()) {
       std::vector<std::string> overrides = train_cmd->remaining();
       for (const auto& a : overrides)

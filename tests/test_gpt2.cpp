@@ -567,6 +567,13 @@ TEST(Gpt2Files, RandomInitIsGpt2AndDeterministic) {
   }
   const float* wte = a.get("wte").data<float>();
   for (std::int64_t i = cfg.V * cfg.C; i < cfg.Vp * cfg.C; ++i) ASSERT_EQ(wte[i], 0.0f);
+  // Any block of rows can be generated alone (a rank's shard), equal to the full initialization.
+  std::vector<float> rows(static_cast<std::size_t>(5 * cfg.C));
+  gpt2_init_rows(cfg, 42, "h.2.mlp.fc.weight", 17, 22, rows.data());
+  EXPECT_EQ(std::memcmp(rows.data(), a.get("h.2.mlp.fc.weight").data<float>() + 17 * cfg.C, rows.size() * 4), 0);
+  std::vector<float> tail(static_cast<std::size_t>(30 * cfg.C));
+  gpt2_init_rows(cfg, 42, "wte", cfg.Vp - 30, cfg.Vp, tail.data());
+  EXPECT_EQ(std::memcmp(tail.data(), wte + (cfg.Vp - 30) * cfg.C, tail.size() * 4), 0);
   // Keyed by name: a layer's weights do not depend on how many layers the model has.
   Gpt2Config deeper = cfg;
   deeper.L = 6;

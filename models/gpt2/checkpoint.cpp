@@ -5,6 +5,7 @@
 #include "runtime/core/dtype.hpp"
 #include "runtime/core/error.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -112,29 +113,53 @@ void save_llmc_model(const Gpt2Params& params, const std::string& path) {
   if (ec) fail("'{}': cannot rename to '{}': {}", tmp, path, ec.message());
 }
 
-Gpt2Params gpt2_random_init(const Gpt2Config& cfg, std::uint64_t seed, DType dtype) {
-  Gpt2Params p = Gpt2Params::zeros(cfg, DType::F64);
-  const double std_w = 0.02, std_resid = 0.02 / std::sqrt(2.0 * static_cast<double>(cfg.L));
-  auto ends_with = [](const std::string& s, const char* suffix) {
+template <typename T>
+void gpt2_init_rows(const Gpt2Config& cfg, std::uint64_t seed, const std::string& name, std::int64_t row_begin,
+                    std::int64_t row_end, T* out) {
+  Shape shape;
+  for (const auto& [n, s] : gpt2_parameter_specs(cfg))
+    if (n == name) shape = s;
+  if (shape.empty()) fail("GPT-2 has no parameter named '{}'", name);
+  OS_CHECK(0 <= row_begin && row_begin <= row_end && row_end <= shape[0], "rows [{}, {}) outside {} {}", row_begin,
+           row_end, name, shape_str(shape));
+  const std::int64_t row = shape_numel(shape) / shape[0];
+  const std::int64_t n = (row_end - row_begin) * row;
+  auto ends_with = [&](const char* suffix) {
     const std::string t(suffix);
-    return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
+    return name.size() >= t.size() && name.compare(name.size() - t.size(), t.size(), t) == 0;
   };
-  for (const auto& [name, t] : p.named()) {
-    double* d = t.data<double>();
-    const std::int64_t n = t.numel();
-    if (ends_with(name, ".bias")) continue;  // zeros
-    if (name == "lnf.weight" || ends_with(name, "ln1.weight") || ends_with(name, "ln2.weight")) {
-      std::fill(d, d + n, 1.0);
-      continue;
-    }
-    const bool resid = ends_with(name, "attn.proj.weight") || ends_with(name, "mlp.proj.weight");
-    const double s = resid ? std_resid : std_w;
-    const std::int64_t live = name == "wte" ? cfg.V * cfg.C : n;  // padded vocabulary rows stay 0
-    const std::uint64_t k = rng::key(seed, rng::hash_name(name));
-#pragma omp parallel for schedule(static) if (live > (1 << 16))
-    for (std::int64_t i = 0; i < live; ++i) d[i] = s * rng::normal_at(k, static_cast<std::uint64_t>(i));
+  if (ends_with(".bias")) {
+    std::fill(out, out + n, T(0));
+    return;
   }
-  return dtype == DType::F64 ? p : p.to(dtype);
+  if (name == "lnf.weight" || ends_with("ln1.weight") || ends_with("ln2.weight")) {
+    std::fill(out, out + n, T(1));
+    return;
+  }
+  const bool resid = ends_with("attn.proj.weight") || ends_with("mlp.proj.weight");
+  const double s = resid ? 0.02 / std::sqrt(2.0 * static_cast<double>(cfg.L)) : 0.02;
+  const std::int64_t live_rows = name == "wte" ? cfg.V : shape[0];  // padded vocabulary rows stay 0
+  const std::uint64_t k = rng::key(seed, rng::hash_name(name));
+  const std::int64_t first = row_begin * row;
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t g = first + i;
+    out[i] = g / row < live_rows ? static_cast<T>(s * rng::normal_at(k, static_cast<std::uint64_t>(g))) : T(0);
+  }
 }
+
+Gpt2Params gpt2_random_init(const Gpt2Config& cfg, std::uint64_t seed, DType dtype) {
+  Gpt2Params p = Gpt2Params::zeros(cfg, dtype);
+  for (const auto& [name, t] : p.named()) {
+    if (dtype == DType::F64) gpt2_init_rows(cfg, seed, name, 0, t.dim(0), t.data<double>());
+    else gpt2_init_rows(cfg, seed, name, 0, t.dim(0), t.data<float>());
+  }
+  return p;
+}
+
+template void gpt2_init_rows<float>(const Gpt2Config&, std::uint64_t, const std::string&, std::int64_t, std::int64_t,
+                                    float*);
+template void gpt2_init_rows<double>(const Gpt2Config&, std::uint64_t, const std::string&, std::int64_t,
+                                     std::int64_t, double*);
 
 }  // namespace orthoshard

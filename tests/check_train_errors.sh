@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Bad trainer input ends a 2-rank job quickly with a non-zero status and one line naming the problem,
+# printed by every rank.
+# usage: check_train_errors.sh MPIEXEC ORTHOSHARD SMOKE_TOML
+set -u
+mpiexec=$1 bin=$2 smoke=$3
+fails=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+check() {  # check "what" "expected message regex" args...
+  local what=$1 want=$2; shift 2
+  local start=$(date +%s) cfg=(--config "$smoke")
+  if [ "${1:-}" = "--config" ]; then cfg=(); fi
+  out=$(timeout 60 "$mpiexec" --oversubscribe -n 2 "$bin" train "${cfg[@]}" --train.steps=3 "$@" 2>&1)
+  local rc=$? elapsed=$(( $(date +%s) - start ))
+  local ranks=$(echo "$out" | grep -cE "\[rank [01]/2\] error: .*$want")
+  if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ] || [ "$ranks" -lt 1 ] || [ "$elapsed" -gt 20 ]; then
+    echo "FAIL: $what: exit $rc after ${elapsed}s, $ranks rank line(s) matching '$want'"
+    echo "$out" | head -20
+    fails=$((fails + 1))
+  else
+    echo "ok: $what (exit $rc, ${elapsed}s): $(echo "$out" | grep -m1 -E "error: " | sed 's/^\[rank [0-9]\/2\] //')"
+  fi
+}
+check "unknown key" "train.batchsize|batchsize" --train.batchsize=4
+check "wrong type" "batch_size: expected an integer" --train.batch_size=four
+check "missing data file" "$tmp/none.bin" --data.path="$tmp/none.bin"
+check "seq_len > maxT" "maxT|seq_len" --train.seq_len=128
+check "hybrid group not dividing the job" "hybrid:3" --runtime.sharding=hybrid:3
+check "missing config file" "nope.toml" --config "$tmp/nope.toml"
+printf 'not a model' > "$tmp/bad.bin"
+check "corrupt model file" "$tmp/bad.bin" --model.init_from="$tmp/bad.bin"
+check "NaN loss stops" "not finite" --optim.name=adamw --optim.lr=1e38
+[ "$fails" -eq 0 ] && echo "PASS" || exit 1
