@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: install, build, show the environment, and check the
-# communicator on 2 CPU ranks launched with mpirun.
+# The main job on the embedded default: install, build, show the environment, check the communicator,
+# and train the smoke model (launch/configs/smoke.toml) on 2 CPU ranks launched with mpirun.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${ORTHOSHARD_BUILD_DIR:-$root/build}"
@@ -11,3 +11,5 @@ echo "== orthoshard env"
 "$bin" env
 echo "== mpirun -np 2 orthoshard selfcheck"
 mpirun --oversubscribe -np 2 "$bin" selfcheck
+echo "== mpirun -np 2 orthoshard train --config launch/configs/smoke.toml"
+mpirun --oversubscribe -np 2 "$bin" train --config "$root/launch/configs/smoke.toml" "$@"
