@@ -115,21 +115,19 @@ static Shape local_shape(const Shape& global, std::int64_t rows) {
   return s;
 }
 
-Tensor FsdpEngine::shard(const std::string& param) const {
-  auto [ui, p] = index_.at(param);
+// This rank's rows of `param` inside a unit's flat shard buffer (master or gradient).
+Tensor FsdpEngine::shard_view(const std::string& param, bool grad) const {
+  auto it = index_.find(param);
+  OS_CHECK(it != index_.end(), "fsdp: no parameter named '{}'", param);
+  const auto [ui, p] = it->second;
   const Unit& u = *units_[ui];
   const int me = shard_.rank();
   const std::int64_t off = u.block_offset[me][p], rows = u.rows[me][p].rows();
-  return u.master.rows(off, off + rows * u.cols[p]).reshape(local_shape(u.spec.params[p].shape, rows));
+  return (grad ? u.grad : u.master).rows(off, off + rows * u.cols[p]).reshape(local_shape(u.spec.params[p].shape, rows));
 }
 
-Tensor FsdpEngine::grad_shard(const std::string& param) const {
-  auto [ui, p] = index_.at(param);
-  const Unit& u = *units_[ui];
-  const int me = shard_.rank();
-  const std::int64_t off = u.block_offset[me][p], rows = u.rows[me][p].rows();
-  return u.grad.rows(off, off + rows * u.cols[p]).reshape(local_shape(u.spec.params[p].shape, rows));
-}
+Tensor FsdpEngine::shard(const std::string& param) const { return shard_view(param, false); }
+Tensor FsdpEngine::grad_shard(const std::string& param) const { return shard_view(param, true); }
 
 RowRange FsdpEngine::rows(const std::string& param) const {
   auto [ui, p] = index_.at(param);

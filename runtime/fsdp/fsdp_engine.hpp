@@ -86,6 +86,7 @@ class FsdpEngine {
   struct Unit;
   Unit& unit(std::size_t u);
   void unpack_gathered(Unit& u);
+  Tensor shard_view(const std::string& param, bool grad) const;
   std::vector<std::unique_ptr<Unit>> units_;
   std::map<std::string, std::pair<std::size_t, std::size_t>> index_;  // param -> (unit, position)
   Communicator& shard_;
