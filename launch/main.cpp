@@ -2,6 +2,8 @@
 // exits with the usage message and code 2 on every rank without touching MPI.
 #include "bench/comm_bench.hpp"
 #include "bench/optim_bench.hpp"
+#include "launch/ckpt_bench.hpp"
+#include "launch/ckpt_tools.hpp"
 #include "launch/env_info.hpp"
 #include "launch/model_bench.hpp"
 #include "launch/prepare_data.hpp"
@@ -14,12 +16,20 @@
 
 #include <CLI/CLI.hpp>
 
+#include <malloc.h>
+
 #include <cstdio>
 #include <iostream>
 
 using namespace orthoshard;
 
 int main(int argc, char** argv) {
+  // Training allocates and frees the same large buffers every step (gathered units, activations,
+  // packing buffers). Served by mmap, each reuse would page-fault anew (measured: most of a CPU step on
+  // a VM); from the heap, without trimming, freed blocks are reused warm.
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+
   CLI::App app{"orthoshard: sharded training runtime for Muon-class optimizers", "orthoshard"};
   app.set_version_flag("--version", version_string());
   app.require_subcommand(1);
@@ -54,6 +64,25 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   replay->add_option("--ortho-scheme", replay_opt.ortho_scheme, "Distributed orthogonalization: auto, owner, gram")
       ->check(CLI::IsMember({"auto", "owner", "gram"}))->capture_default_str();
+
+  auto* ckpt = app.add_subcommand("ckpt", "Checkpoint tools: inspect, diff, export (one process, no mpirun)");
+  ckpt->require_subcommand(1);
+  CkptInspectOptions inspect_opt;
+  auto* ckpt_inspect = ckpt->add_subcommand("inspect", "Tree, shapes, statistics and checksum verification; exit 1 on failure");
+  ckpt_inspect->add_option("file", inspect_opt.file, "Checkpoint (step_<N>.h5)")->required();
+  ckpt_inspect->add_flag("!--no-config", inspect_opt.config, "Do not print the run's configuration");
+  CkptDiffOptions diff_opt;
+  auto* ckpt_diff = ckpt->add_subcommand("diff", "Per-tensor max abs and relative difference of two checkpoints");
+  ckpt_diff->add_option("a", diff_opt.a, "Checkpoint A")->required();
+  ckpt_diff->add_option("b", diff_opt.b, "Checkpoint B (the reference of the relative difference)")->required();
+  ckpt_diff->add_option("--tolerance", diff_opt.tolerance, "Exit 1 when a relative difference exceeds this")
+      ->check(CLI::NonNegativeNumber);
+  CkptExportOptions export_opt;
+  auto* ckpt_export = ckpt->add_subcommand("export", "The weights as an llm.c model file or safetensors");
+  ckpt_export->add_option("file", export_opt.file, "Checkpoint (step_<N>.h5)")->required();
+  ckpt_export->add_option("--format", export_opt.format, "llmc or safetensors")
+      ->check(CLI::IsMember({"llmc", "safetensors"}))->capture_default_str();
+  ckpt_export->add_option("--out", export_opt.out, "Output file")->required();
 
   auto* bench = app.add_subcommand("bench", "Benchmarks (print numbers; see README)");
   bench->require_subcommand(1);
@@ -120,6 +149,22 @@ int main(int argc, char** argv) {
   auto* bench_train = bench->add_subcommand("train", "Training tokens/s with communication overlapped and not");
   bench_train->add_option("--config", bench_train_config, "TOML configuration (any key overridable as --section.key=v)");
   bench_train->allow_extras();
+  CkptBenchOptions ckpt_bench_opt;
+  auto* bench_ckpt = bench->add_subcommand("ckpt", "Checkpoint save/load GB/s beside a plain sequential write/read");
+  bench_ckpt->add_option("--ranks", ckpt_bench_opt.ranks, "Rank counts (default 1,2,4 and the job's)")->delimiter(',');
+  bench_ckpt->add_option("--layers", ckpt_bench_opt.layers, "Transformer layers")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_ckpt->add_option("--channels", ckpt_bench_opt.channels, "Model width C")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_ckpt->add_option("--optimizer", ckpt_bench_opt.optimizer, "Optimizer whose state is saved")
+      ->check(CLI::IsMember({"adamw", "muon", "normuon", "conda"}))->capture_default_str();
+  bench_ckpt->add_option("--dir", ckpt_bench_opt.dir, "Filesystem to measure (default TMPDIR)");
+  bench_ckpt->add_option("--repeats", ckpt_bench_opt.repeats, "Best of")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_ckpt->add_flag("--collective-buffering", ckpt_bench_opt.collective_buffering,
+                       "MPI-IO two-phase aggregation instead of each rank writing its own bytes");
+  bench_ckpt->add_flag("!--keep-cache", ckpt_bench_opt.drop_cache, "Read back from the page cache");
+  bench_ckpt->add_option("--json", ckpt_bench_opt.json_path, "Also write results as JSON to this path");
 
   try {
     app.parse(argc, argv);
@@ -138,6 +183,9 @@ int main(int argc, char** argv) {
   if (bench_ns->parsed()) return run_guarded([&] { return run_ns_bench(ns_opt); });
   if (bench_model->parsed()) return run_guarded([&] { return run_model_bench(model_opt); });
   if (prepare->parsed()) return run_guarded([&] { return run_prepare_data(prep_opt); });
+  if (ckpt_inspect->parsed()) return run_guarded([&] { return run_ckpt_inspect(inspect_opt); });
+  if (ckpt_diff->parsed()) return run_guarded([&] { return run_ckpt_diff(diff_opt); });
+  if (ckpt_export->parsed()) return run_guarded([&] { return run_ckpt_export(export_opt); });
 
   MpiRuntime mpi(&argc, &argv);
   return run_guarded([&] {
@@ -147,6 +195,7 @@ int main(int argc, char** argv) {
     if (bench_optim->parsed()) return run_optim_bench(*world, optim_opt);
     if (replay->parsed()) return run_replay(*world, replay_opt);
     if (bench_train->parsed()) return run_train_bench(*world, bench_train_config, bench_train->remaining());
+    if (bench_ckpt->parsed()) return run_ckpt_bench(*world, ckpt_bench_opt);
     if (train_cmd->parsed()) {
       std::vector<std::string> overrides = train_cmd->remaining();
       for (const auto& a : overrides)

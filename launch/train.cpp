@@ -4,6 +4,7 @@
 // global gradient norm (clipping), the NaN policy, and the sharded optimizer step.
 #include "launch/train.hpp"
 
+#include "launch/checkpoint.hpp"
 #include "launch/metrics.hpp"
 #include "launch/schedule.hpp"
 #include "models/data/loader.hpp"
@@ -82,7 +83,8 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     }
     unit_specs.push_back(std::move(spec));
   }
-  FsdpEngine engine(unit_specs, *shard, replica.get(), {cfg.runtime.param_dtype, cfg.runtime.reduce_dtype});
+  FsdpEngine engine(unit_specs, *shard, replica.get(),
+                    {cfg.runtime.param_dtype, cfg.runtime.reduce_dtype, opt.overlap});
   for (const auto& [name, t] : init.named()) engine.load_full(name, t);
   init = Gpt2Params();  // the full copy is not kept
 
@@ -141,10 +143,15 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     if (next >= 0 && next < static_cast<std::ptrdiff_t>(U)) engine.prefetch(static_cast<std::size_t>(next));
   };
 
+  // Checkpoints: resume as checkpoint.resume says (at any world size), save every checkpoint.every steps.
+  Checkpointer checkpointer({world, *shard, me / S, engine, optim, loader, cfg, mc}, talk);
+  const std::int64_t first_step = checkpointer.resume();
+
   TrainResult result;
+  result.first_step = first_step;
   double timed_s = 0, wait_at_first = 0;
   const auto run_start = Clock::now();
-  for (std::int64_t step = 0; step < tc.steps; ++step) {
+  for (std::int64_t step = first_step; step < tc.steps; ++step) {
     const auto t0 = Clock::now();
     engine.zero_grads();
     double loss_sum = 0;
@@ -198,13 +205,13 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     }
     loader.advance();
     const double dt = world.all_reduce_scalar(seconds_since(t0), ReduceOp::Max);
-    if (step == 0) wait_at_first = engine.comm_wait_ms();
-    if (step > 0) timed_s += dt;
+    if (step == first_step) wait_at_first = engine.comm_wait_ms();
+    if (step > first_step) timed_s += dt;
     result.losses.push_back(loss);
     result.grad_norms.push_back(grad_norm);
     const double tps = static_cast<double>(tokens_per_step) / dt;
     if (metrics) metrics->write(step + 1, loss, cfg.optim.lr * lr_mult, grad_norm, tps);
-    if (talk && step == 0) {
+    if (talk && step == first_step) {
       const FsdpMemory m = engine.memory();
       std::uint64_t state = 0;
       for (std::size_t i = 0; i < param_shapes.size(); ++i)
@@ -219,9 +226,11 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
                 "ETA {}",
                 step + 1, tc.steps, loss, cfg.optim.lr * lr_mult, grad_norm, tps, dt * 1e3,
                 eta(dt * static_cast<double>(tc.steps - step - 1)));
+    checkpointer.after_step(step + 1);
   }
-  if (tc.steps > 1) {
-    result.tokens_per_s = static_cast<double>(tokens_per_step) * static_cast<double>(tc.steps - 1) / timed_s;
+  if (tc.steps - first_step > 1) {
+    result.tokens_per_s =
+        static_cast<double>(tokens_per_step) * static_cast<double>(tc.steps - first_step - 1) / timed_s;
     result.comm_wait_fraction = (engine.comm_wait_ms() - wait_at_first) / 1e3 / timed_s;
   }
   if (talk)

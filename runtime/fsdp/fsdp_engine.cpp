@@ -157,6 +157,10 @@ Tensor FsdpEngine::gather_full(const std::string& param) {
 // ---------------- parameters ----------------
 
 void FsdpEngine::prefetch(std::size_t ui) {
+  if (opt_.overlap) start_gather(ui);
+}
+
+void FsdpEngine::start_gather(std::size_t ui) {
   Unit& u = unit(ui);
   if (u.gathered || u.gathering) return;
   const int n = shard_.size();
@@ -166,8 +170,14 @@ void FsdpEngine::prefetch(std::size_t ui) {
     src = u.send.raw();
   }
   u.gathered_raw = Tensor::empty({u.shard_numel * n}, opt_.param_dtype);
-  u.gather_req = shard_.all_gather_async(src, u.gathered_raw.raw(), static_cast<std::size_t>(u.shard_numel),
-                                         opt_.param_dtype);
+  if (opt_.overlap) {
+    u.gather_req = shard_.all_gather_async(src, u.gathered_raw.raw(), static_cast<std::size_t>(u.shard_numel),
+                                           opt_.param_dtype);
+  } else {
+    const auto t0 = Clock::now();
+    shard_.all_gather(src, u.gathered_raw.raw(), static_cast<std::size_t>(u.shard_numel), opt_.param_dtype);
+    comm_wait_ms_ += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  }
   u.gathering = true;
   gathered_bytes_ += u.gathered_raw.nbytes() + static_cast<std::uint64_t>(u.full_numel) * 4;
   gather_peak_ = std::max(gather_peak_, gathered_bytes_);
@@ -176,7 +186,7 @@ void FsdpEngine::prefetch(std::size_t ui) {
 void FsdpEngine::gather(std::size_t ui) {
   Unit& u = unit(ui);
   if (u.gathered) return;
-  prefetch(ui);
+  start_gather(ui);
   const auto t0 = Clock::now();
   u.gather_req.wait();
   comm_wait_ms_ += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -250,9 +260,15 @@ void FsdpEngine::reduce_grads(std::size_t ui) {
               at(u.rs_send, r * u.shard_numel + u.block_offset[r][p]), rd, rr.rows() * u.cols[p]);
     }
   void* dst = rd == DType::F32 ? u.grad.raw() : u.rs_recv.raw();
-  u.reduce_req = shard_.reduce_scatter_async(u.rs_send.raw(), dst, static_cast<std::size_t>(u.shard_numel), rd,
-                                             ReduceOp::Mean);
-  u.reducing = true;
+  if (opt_.overlap) {
+    u.reduce_req = shard_.reduce_scatter_async(u.rs_send.raw(), dst, static_cast<std::size_t>(u.shard_numel), rd,
+                                               ReduceOp::Mean);
+  } else {
+    const auto t0 = Clock::now();
+    shard_.reduce_scatter(u.rs_send.raw(), dst, static_cast<std::size_t>(u.shard_numel), rd, ReduceOp::Mean);
+    comm_wait_ms_ += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  }
+  u.reducing = true;  // finish_reductions converts and adds the replica mean
 }
 
 void FsdpEngine::finish_reductions() {

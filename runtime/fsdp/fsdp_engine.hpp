@@ -30,6 +30,10 @@ struct FsdpUnitSpec {
 struct FsdpOptions {
   DType param_dtype = DType::F32;   // dtype of all-gathers (f32 or bf16; compute is f32)
   DType reduce_dtype = DType::F32;  // dtype of gradient reductions (f32 or bf16)
+  // true: prefetch and reduce_grads start non-blocking collectives that complete later; false: every
+  // collective runs blocking where it is issued (prefetch does nothing). With MPI on the CPU nothing
+  // progresses in the background, and the blocking calls use the faster tuned algorithms.
+  bool overlap = true;
 };
 
 // Bytes per rank, for the memory report.
@@ -86,6 +90,7 @@ class FsdpEngine {
   struct Unit;
   Unit& unit(std::size_t u);
   void unpack_gathered(Unit& u);
+  void start_gather(std::size_t u);
   Tensor shard_view(const std::string& param, bool grad) const;
   std::vector<std::unique_ptr<Unit>> units_;
   std::map<std::string, std::pair<std::size_t, std::size_t>> index_;  // param -> (unit, position)
