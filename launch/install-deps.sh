@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   openmpi-bin libopenmpi-dev
-  libhdf5-openmpi-dev hdf5-tools
+  libhdf5-openmpi-dev hdf5-tools python3-h5py
   libopenblas-dev liblapack-dev
   libgtest-dev
   libcli11-dev libfmt-dev libtomlplusplus-dev nlohmann-json3-dev

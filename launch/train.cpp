@@ -236,7 +236,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
   if (talk)
     log::info("done: {} steps in {:.1f} s, final loss {:.6f}, {:.0f} tok/s after the first step, "
               "{:.1f}% of step time blocked in collectives (rank 0)",
-              tc.steps, seconds_since(run_start), result.losses.empty() ? NAN : result.losses.back(),
+              result.losses.size(), seconds_since(run_start), result.losses.empty() ? NAN : result.losses.back(),
               result.tokens_per_s, 100 * result.comm_wait_fraction);
   return result;
 }

@@ -4,6 +4,7 @@
 #include "launch/train_config.hpp"
 #include "runtime/comm/communicator.hpp"
 
+#include <cstdint>
 #include <vector>
 
 namespace orthoshard {
@@ -13,6 +14,7 @@ struct TrainResult {
   std::vector<double> grad_norms;  // per step, before clipping
   double tokens_per_s = 0;         // over the steps after the first
   double comm_wait_fraction = 0;   // time blocked in collectives / step time (after the first step)
+  std::int64_t first_step = 0;     // steps done before this run (resumed checkpoint): losses[i] is step first_step+i+1
 };
 
 struct TrainOptions {

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Checkpoints end to end through the CLI: a 2-rank run writes step_<N>.h5 and `latest`; `ckpt inspect` exits 0
+# on it, 1 on a copy with bytes flipped inside a tensor's data or a truncated copy, 2 on a missing file;
+# h5ls/h5dump read it, h5py (Debian python3-h5py; skipped when absent) reads every dataset; `ckpt export`
+# writes an llm.c model and a safetensors file, and `ckpt diff` of a file with itself is zero.
+# usage: check_ckpt.sh MPIEXEC ORTHOSHARD
+set -u
+mpiexec=$1 bin=$2
+fails=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+expect_rc() {  # expect_rc WANT DESCRIPTION CMD...
+  local want=$1 what=$2; shift 2
+  out=$("$@" 2>&1); rc=$?
+  if [ "$rc" -ne "$want" ]; then fail "$what: exit $rc, want $want"; echo "$out" | tail -20; else echo "ok: $what (exit $rc)"; fi
+}
+
+expect_rc 0 "2-rank training with checkpoints" timeout 120 "$mpiexec" --oversubscribe -n 2 "$bin" train \
+  --model.L=2 --model.C=32 --model.NH=4 --model.V=256 --model.Vp=256 --model.maxT=32 --train.seq_len=16 \
+  --train.batch_size=2 --train.steps=4 --optim.name=conda --optim.scale=0.25 --optim.update_proj_gap=3 \
+  --checkpoint.dir="$tmp/run" --checkpoint.every=2
+[ "$(cat "$tmp/run/latest" 2>/dev/null)" = "step_00000004.h5" ] || fail "latest does not name step_00000004.h5"
+ck="$tmp/run/step_00000004.h5"
+expect_rc 0 "inspect a good checkpoint" "$bin" ckpt inspect "$ck"
+echo "$out" | grep -q "^OK: every dataset" || fail "inspect does not report OK"
+echo "$out" | grep -q "/optim/h.0.mlp.proj.weight/conda_basis" || fail "inspect does not list Conda's basis"
+
+off=$(h5dump -p -H -d /model/wte "$ck" | awk '/OFFSET/ {print $2}')
+[ -n "$off" ] || fail "no data offset for /model/wte from h5dump"
+cp "$ck" "$tmp/flipped.h5"
+printf '\x5a\x5a\x5a\x5a' | dd of="$tmp/flipped.h5" bs=1 seek=$((off + 64)) conv=notrunc status=none
+expect_rc 1 "inspect a byte-flipped copy" "$bin" ckpt inspect "$tmp/flipped.h5"
+echo "$out" | grep -q "/model/wte.*checksum mismatch" || fail "inspect does not name /model/wte as corrupt"
+head -c $(( $(stat -c %s "$ck") / 2 )) "$ck" > "$tmp/truncated.h5"
+expect_rc 1 "inspect a truncated copy" "$bin" ckpt inspect "$tmp/truncated.h5"
+expect_rc 2 "inspect a missing file" "$bin" ckpt inspect "$tmp/none.h5"
+expect_rc 1 "resume from the byte-flipped copy fails on every rank" timeout 60 "$mpiexec" --oversubscribe -n 2 \
+  "$bin" train --model.L=2 --model.C=32 --model.NH=4 --model.V=256 --model.Vp=256 --model.maxT=32 \
+  --train.seq_len=16 --train.batch_size=2 --train.steps=6 --optim.name=conda --optim.scale=0.25 \
+  --checkpoint.resume="$tmp/flipped.h5"
+echo "$out" | grep -q "error: .*corrupt.*/model/wte" || fail "resume error does not name /model/wte"
+
+expect_rc 0 "h5ls -r" h5ls -r "$ck"
+echo "$out" | grep -q "/optim/wte/exp_avg_sq" || fail "h5ls does not list /optim/wte/exp_avg_sq"
+expect_rc 0 "h5dump -H" h5dump -H "$ck"
+py=""
+for p in /usr/bin/python3 python3; do
+  if "$p" -c "import h5py" 2>/dev/null; then py=$p; break; fi
+done
+if [ -n "$py" ]; then
+  expect_rc 0 "h5py reads every dataset" "$py" - "$ck" <<'PY'
+import sys, h5py
+n = 0
+with h5py.File(sys.argv[1], "r") as f:
+    assert f.attrs["format"] == "orthoshard.checkpoint", f.attrs["format"]
+    assert int(f.attrs["step"]) == 4
+    assert "[model]" in f.attrs["config"]
+    def visit(name, obj):
+        global n
+        if isinstance(obj, h5py.Dataset):
+            obj[()]
+            assert "checksum" in obj.attrs, name
+            n += 1
+    f.visititems(visit)
+    assert f["model/wte"].shape == (256, 32)
+print(n, "datasets read")
+PY
+else
+  echo "skip: h5py (Debian python3-h5py) is not installed"
+fi
+
+expect_rc 0 "export llmc" "$bin" ckpt export "$ck" --format llmc --out "$tmp/model.bin"
+expect_rc 0 "export safetensors" "$bin" ckpt export "$ck" --format safetensors --out "$tmp/model.safetensors"
+expect_rc 2 "export with an unknown format" "$bin" ckpt export "$ck" --format onnx --out "$tmp/x"
+expect_rc 1 "export of a corrupt checkpoint" "$bin" ckpt export "$tmp/flipped.h5" --format llmc --out "$tmp/bad.bin"
+expect_rc 0 "diff with itself is zero" "$bin" ckpt diff "$ck" "$ck" --tolerance 0
+expect_rc 1 "diff of two steps exceeds 0" "$bin" ckpt diff "$tmp/run/step_00000002.h5" "$ck" --tolerance 0
+[ "$fails" -eq 0 ] && echo "PASS" || exit 1
