@@ -12,6 +12,7 @@
 #include <nccl.h>
 #endif
 
+#include <cstring>
 #include <string>
 
 extern "C" char* openblas_get_config(void);
@@ -33,7 +34,7 @@ static std::string backends() {
 std::string version_string() { return fmt::format("orthoshard {} (backends: {})", ORTHOSHARD_VERSION, backends()); }
 
 static std::string first_line(const char* s, int len) {
-  std::string out(s, static_cast<std::size_t>(len));
+  std::string out(s, strnlen(s, static_cast<std::size_t>(len)));  // len may count the terminating NUL
   auto nl = out.find('\n');
   if (nl != std::string::npos) out.resize(nl);
   while (!out.empty() && (out.back() == ',' || out.back() == ' ')) out.pop_back();
