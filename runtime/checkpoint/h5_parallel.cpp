@@ -1,6 +1,8 @@
 // Parallel HDF5 (MPI-IO) file access by row hyperslabs, with per-dataset row checksums.
 #include "runtime/checkpoint/h5_parallel.hpp"
 
+#include "runtime/io/h5file.hpp"
+
 #include "runtime/comm/mpi_communicator.hpp"
 #include "runtime/core/error.hpp"
 
@@ -272,18 +274,7 @@ void H5ParallelFile::write_checksums() {
 
 // ---------------------------------------------------------------- reading
 
-bool H5ParallelFile::exists(const std::string& object) const {
-  if (object == "/") return true;
-  std::size_t pos = 0;
-  while (pos < object.size()) {
-    const std::size_t next = object.find('/', pos + 1);
-    const std::string partial = object.substr(0, next);
-    if (!partial.empty() && partial != "/" && H5Lexists(id_, partial.c_str(), H5P_DEFAULT) <= 0) return false;
-    if (next == std::string::npos) break;
-    pos = next;
-  }
-  return H5Oexists_by_name(id_, object.c_str(), H5P_DEFAULT) > 0;
-}
+bool H5ParallelFile::exists(const std::string& object) const { return h5_exists(id_, object); }
 
 bool H5ParallelFile::is_group(const std::string& object) const {
   if (!exists(object)) return false;
@@ -310,49 +301,16 @@ std::vector<std::string> H5ParallelFile::children(const std::string& group) cons
 }
 
 bool H5ParallelFile::has_attr(const std::string& object, const std::string& name) const {
-  return exists(object) && H5Aexists_by_name(id_, object.c_str(), name.c_str(), H5P_DEFAULT) > 0;
+  return h5_has_attr(id_, object, name);
 }
-
 std::string H5ParallelFile::string_attr(const std::string& object, const std::string& name) const {
-  if (!has_attr(object, name)) fail("'{}': {} has no attribute '{}'", path_, object, name);
-  Handle a(H5Aopen_by_name(id_, object.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  Handle type(H5Aget_type(a.id), H5Tclose);
-  if (H5Tget_class(type.id) != H5T_STRING) fail("'{}': attribute {}@{} is not a string", path_, object, name);
-  if (H5Tis_variable_str(type.id) > 0) {
-    Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
-    H5Tset_size(mem.id, H5T_VARIABLE);
-    H5Tset_cset(mem.id, H5Tget_cset(type.id));
-    char* s = nullptr;
-    if (H5Aread(a.id, mem.id, &s) < 0) fail("'{}': cannot read attribute {}@{}", path_, object, name);
-    std::string out = s ? s : "";
-    H5free_memory(s);
-    return out;
-  }
-  std::string out(H5Tget_size(type.id), '\0');
-  if (H5Aread(a.id, type.id, out.data()) < 0) fail("'{}': cannot read attribute {}@{}", path_, object, name);
-  while (!out.empty() && out.back() == '\0') out.pop_back();
-  return out;
+  return h5_string_attr(id_, path_, object, name);
 }
-
 std::int64_t H5ParallelFile::int_attr(const std::string& object, const std::string& name) const {
-  if (!has_attr(object, name)) fail("'{}': {} has no attribute '{}'", path_, object, name);
-  Handle a(H5Aopen_by_name(id_, object.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  Handle type(H5Aget_type(a.id), H5Tclose);
-  if (H5Tget_class(type.id) != H5T_INTEGER) fail("'{}': attribute {}@{} is not an integer", path_, object, name);
-  std::int64_t v = 0;
-  if (H5Aread(a.id, H5T_NATIVE_INT64, &v) < 0) fail("'{}': cannot read attribute {}@{}", path_, object, name);
-  return v;
+  return h5_int_attr(id_, path_, object, name);
 }
-
 double H5ParallelFile::double_attr(const std::string& object, const std::string& name) const {
-  if (!has_attr(object, name)) fail("'{}': {} has no attribute '{}'", path_, object, name);
-  Handle a(H5Aopen_by_name(id_, object.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  Handle type(H5Aget_type(a.id), H5Tclose);
-  const H5T_class_t cls = H5Tget_class(type.id);
-  if (cls != H5T_FLOAT && cls != H5T_INTEGER) fail("'{}': attribute {}@{} is not a number", path_, object, name);
-  double v = 0;
-  if (H5Aread(a.id, H5T_NATIVE_DOUBLE, &v) < 0) fail("'{}': cannot read attribute {}@{}", path_, object, name);
-  return v;
+  return h5_double_attr(id_, path_, object, name);
 }
 
 H5DatasetInfo H5ParallelFile::info(const std::string& dataset) const {

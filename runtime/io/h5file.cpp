@@ -45,7 +45,7 @@ H5File::~H5File() {
   if (id_ >= 0) H5Fclose(id_);
 }
 
-bool H5File::exists(const std::string& object) const {
+bool h5_exists(hid_t id_, const std::string& object) {
   // Check each path component so that a missing parent is not an error.
   std::string partial;
   std::size_t pos = 0;
@@ -56,15 +56,15 @@ bool H5File::exists(const std::string& object) const {
     if (next == std::string::npos) break;
     pos = next;
   }
-  return true;
+  return object == "/" || H5Oexists_by_name(id_, object.c_str(), H5P_DEFAULT) > 0;
 }
 
-bool H5File::has_attr(const std::string& object, const std::string& name) const {
-  return exists(object) && H5Aexists_by_name(id_, object.c_str(), name.c_str(), H5P_DEFAULT) > 0;
+bool h5_has_attr(hid_t id_, const std::string& object, const std::string& name) {
+  return h5_exists(id_, object) && H5Aexists_by_name(id_, object.c_str(), name.c_str(), H5P_DEFAULT) > 0;
 }
 
-std::string H5File::string_attr(const std::string& object, const std::string& name) const {
-  if (!has_attr(object, name)) fail("'{}': {} has no attribute '{}'", path_, object, name);
+std::string h5_string_attr(hid_t id_, const std::string& path_, const std::string& object, const std::string& name) {
+  if (!h5_has_attr(id_, object, name)) fail("'{}': {} has no attribute '{}'", path_, object, name);
   Handle a{H5Aopen_by_name(id_, object.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
   Handle type{H5Aget_type(a.id), H5Tclose};
   if (H5Tget_class(type.id) != H5T_STRING) fail("'{}': attribute {}@{} is not a string", path_, object, name);
@@ -85,8 +85,8 @@ std::string H5File::string_attr(const std::string& object, const std::string& na
   return out;
 }
 
-std::int64_t H5File::int_attr(const std::string& object, const std::string& name) const {
-  if (!has_attr(object, name)) fail("'{}': {} has no attribute '{}'", path_, object, name);
+std::int64_t h5_int_attr(hid_t id_, const std::string& path_, const std::string& object, const std::string& name) {
+  if (!h5_has_attr(id_, object, name)) fail("'{}': {} has no attribute '{}'", path_, object, name);
   Handle a{H5Aopen_by_name(id_, object.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
   Handle type{H5Aget_type(a.id), H5Tclose};
   if (H5Tget_class(type.id) != H5T_INTEGER) fail("'{}': attribute {}@{} is not an integer", path_, object, name);
@@ -95,8 +95,8 @@ std::int64_t H5File::int_attr(const std::string& object, const std::string& name
   return v;
 }
 
-double H5File::double_attr(const std::string& object, const std::string& name) const {
-  if (!has_attr(object, name)) fail("'{}': {} has no attribute '{}'", path_, object, name);
+double h5_double_attr(hid_t id_, const std::string& path_, const std::string& object, const std::string& name) {
+  if (!h5_has_attr(id_, object, name)) fail("'{}': {} has no attribute '{}'", path_, object, name);
   Handle a{H5Aopen_by_name(id_, object.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
   Handle type{H5Aget_type(a.id), H5Tclose};
   const H5T_class_t cls = H5Tget_class(type.id);
@@ -104,6 +104,20 @@ double H5File::double_attr(const std::string& object, const std::string& name) c
   double v = 0;
   if (H5Aread(a.id, H5T_NATIVE_DOUBLE, &v) < 0) fail("'{}': cannot read attribute {}@{}", path_, object, name);
   return v;
+}
+
+bool H5File::exists(const std::string& object) const { return h5_exists(id_, object); }
+bool H5File::has_attr(const std::string& object, const std::string& name) const {
+  return h5_has_attr(id_, object, name);
+}
+std::string H5File::string_attr(const std::string& object, const std::string& name) const {
+  return h5_string_attr(id_, path_, object, name);
+}
+std::int64_t H5File::int_attr(const std::string& object, const std::string& name) const {
+  return h5_int_attr(id_, path_, object, name);
+}
+double H5File::double_attr(const std::string& object, const std::string& name) const {
+  return h5_double_attr(id_, path_, object, name);
 }
 
 std::vector<std::string> H5File::children(const std::string& group) const {

@@ -37,6 +37,14 @@ class H5File {
   std::string path_;
 };
 
+// Attribute and link helpers on an open file id, shared by H5File and the parallel checkpoint file.
+// `path` names the file in error messages; `object` is an absolute path inside it ("/params/w").
+bool h5_exists(hid_t file, const std::string& object);
+bool h5_has_attr(hid_t file, const std::string& object, const std::string& name);
+std::string h5_string_attr(hid_t file, const std::string& path, const std::string& object, const std::string& name);
+std::int64_t h5_int_attr(hid_t file, const std::string& path, const std::string& object, const std::string& name);
+double h5_double_attr(hid_t file, const std::string& path, const std::string& object, const std::string& name);
+
 // Turns off HDF5's automatic error-stack printing; our errors carry the message instead.
 void h5_silence_errors();
 hid_t h5_native_type(DType dt);
