@@ -4,6 +4,7 @@
 // injected crashes before the rename or before `latest` leave a loadable checkpoint; shape changes are
 // refused naming the tensor; inspect / diff / export behave. Every rank sees the same outcome.
 #include "tests/mpi_test.hpp"
+#include "tests/test_util.hpp"
 
 #include "launch/checkpoint.hpp"
 #include "launch/ckpt_tools.hpp"
@@ -25,6 +26,7 @@
 
 namespace fs = std::filesystem;
 using namespace orthoshard;
+using orthoshard::testing::max_rel;
 using orthoshard::testing::MpiTest;
 
 namespace {
@@ -69,14 +71,6 @@ TrainConfig tiny(const std::string& optimizer, std::vector<std::string> extra = 
 
 std::vector<double> tail(const std::vector<double>& v, std::size_t from) {
   return std::vector<double>(v.begin() + static_cast<std::ptrdiff_t>(std::min(from, v.size())), v.end());
-}
-
-double max_rel(const std::vector<double>& a, const std::vector<double>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double worst = 0;
-  for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i)
-    worst = std::max(worst, std::abs(a[i] - b[i]) / std::abs(b[i]));
-  return worst;
 }
 
 const TrainOptions kQuiet{true, true};

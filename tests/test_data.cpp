@@ -2,6 +2,7 @@
 // (deterministic, a permutation per epoch, restorable), shard files (uint16/uint32, globs crossing shard
 // boundaries, bad files), the byte tokenizer, prepare-data, and the synthetic language's entropy rate.
 #include "launch/prepare_data.hpp"
+#include "tests/test_util.hpp"
 #include "models/data/byte_tokenizer.hpp"
 #include "models/data/loader.hpp"
 #include "models/data/synthetic.hpp"
@@ -20,6 +21,7 @@
 #include <set>
 
 using namespace orthoshard;
+using orthoshard::testing::error_of;
 namespace fs = std::filesystem;
 
 namespace {
@@ -29,15 +31,6 @@ fs::path temp_dir(const std::string& tag) {
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // token[i] = i (mod 2^16): a token names its position.

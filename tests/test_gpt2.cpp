@@ -2,6 +2,7 @@
 // steps' losses, finite differences of every kernel and of every parameter in float64, gradient
 // accumulation across micro-batches, model files (fp32/bf16, bad files), and the initialization.
 #include "bench/optim_bench.hpp"
+#include "tests/test_util.hpp"
 #include "models/data/loader.hpp"
 #include "models/data/token_stream.hpp"
 #include "models/gpt2/checkpoint.hpp"
@@ -30,6 +31,7 @@
 #include <functional>
 
 using namespace orthoshard;
+using orthoshard::testing::error_of;
 namespace fs = std::filesystem;
 
 namespace {
@@ -44,15 +46,6 @@ double rel_err(const float* a, const double* b, std::int64_t n) {
     den += b[i] * b[i];
   }
   return std::sqrt(num / den);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 fs::path temp_dir(const std::string& tag) {

@@ -2,6 +2,7 @@
 // grad_accum K x batch B equals batch K·B, hybrid sharding equals full sharding, bf16 transport stays
 // close, the shared GPT-2 reference's AdamW losses are reproduced, and the NaN policy acts.
 #include "tests/mpi_test.hpp"
+#include "tests/test_util.hpp"
 
 #include "launch/train.hpp"
 #include "runtime/core/error.hpp"
@@ -12,6 +13,7 @@
 #include <cmath>
 
 using namespace orthoshard;
+using orthoshard::testing::max_rel;
 using orthoshard::testing::MpiTest;
 
 namespace {
@@ -25,14 +27,6 @@ TrainConfig tiny(const std::string& optimizer, std::vector<std::string> extra = 
   if (optimizer == "conda") o.push_back("--optim.scale=0.25");
   o.insert(o.end(), extra.begin(), extra.end());
   return load_train_config("", o);
-}
-
-double max_rel(const std::vector<double>& a, const std::vector<double>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double worst = 0;
-  for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i)
-    worst = std::max(worst, std::abs(a[i] - b[i]) / std::abs(b[i]));
-  return worst;
 }
 
 // The same global batch on one rank: K·W micro-batches of B instead of W ranks x K.
