@@ -106,6 +106,19 @@ int run_comm_bench(Communicator& comm, const CommBenchOptions& opt) {
         spec = {1.0 * (n - 1) / n, total, total, [&] { comm.all_to_all(s, r, per, DType::F32); },
                 [&] { MPI_Alltoall(s, ip, MPI_FLOAT, r, ip, MPI_FLOAT, raw); }};
       }
+      // Check the result once before timing: rank k sends k + 1, so gathered and exchanged blocks hold k + 1
+      // and sums hold n (n + 1) / 2 (exact in f32 for these n).
+      std::fill_n(s, total, static_cast<float>(comm.rank() + 1));
+      std::fill_n(r, total, -1.0f);
+      spec.ours();
+      const float sum = static_cast<float>(n * (n + 1) / 2);
+      std::size_t bad = 0;
+      for (std::size_t i = 0; i < spec.recv_elems; ++i) {
+        const float want = (name == "all_reduce" || name == "reduce_scatter") ? sum : static_cast<float>(i / per + 1);
+        bad += r[i] != want;
+      }
+      bad = static_cast<std::size_t>(comm.all_reduce_scalar(static_cast<double>(bad), ReduceOp::Sum));
+      OS_CHECK(bad == 0, "bench comm: {} of {} bytes gave {} wrong elements", name, total * es, bad);
       const double size_bytes = static_cast<double>(total * es);
       // Pick the iteration count from one warm call so large sizes do not take minutes.
       for (int w = 0; w < opt.warmup; ++w) spec.ours();
@@ -125,7 +138,7 @@ int run_comm_bench(Communicator& comm, const CommBenchOptions& opt) {
       rows.push_back({{"op", name},         {"bytes", total * es},    {"ranks", n},
                       {"time_us", t * 1e6}, {"algbw_gbps", algbw},     {"busbw_gbps", busbw},
                       {"mpi_time_us", t_raw * 1e6}, {"mpi_busbw_gbps", raw_busbw}, {"ratio", ratio},
-                      {"iters", iters}});
+                      {"iters", iters}, {"verified", true}});
       if (bytes > opt.max_bytes / 2) break;  // guard against overflow of bytes *= 2
     }
   }

@@ -45,6 +45,13 @@ void fill_random(float* x, std::int64_t n, unsigned seed) {
   for (std::int64_t i = 0; i < n; ++i) x[i] = d(rng);
 }
 
+void write_f32(const std::string& path, const std::vector<float>& v) {
+  std::ofstream f(path, std::ios::binary);
+  OS_CHECK(f.good(), "cannot write '{}'", path);
+  f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
+  OS_CHECK(f.good(), "cannot write '{}'", path);
+}
+
 void write_json(const std::string& path, const nlohmann::json& doc) {
   if (path.empty()) return;
   std::ofstream f(path);
@@ -108,6 +115,13 @@ int run_ns_bench(const NsBenchOptions& opt) {
     const double t_ns = median_time(
         opt.repeats, [&] { std::copy(src.begin(), src.end(), x.begin()); }, [&] { ns.run(x.data(), m, n); });
     const double ns_gflops = ns_gemm_equivalent_flops(m, n, 5) / t_ns / 1e9;
+    if (!opt.dump_dir.empty()) {  // the input and NS5(input) as computed by the timed kernel
+      std::copy(src.begin(), src.end(), x.begin());
+      ns.run(x.data(), m, n);
+      const std::string base = fmt::format("{}/ns_{}x{}", opt.dump_dir, m, n);
+      write_f32(base + "_in.f32", src);
+      write_f32(base + "_out.f32", x);
+    }
     // sgemm on the dominant product shape: (r x s)(s x r) = 2 r² s flops.
     std::vector<float> a(static_cast<std::size_t>(r * s)), c(static_cast<std::size_t>(r * r));
     fill_random(a.data(), r * s, 2);
@@ -198,6 +212,25 @@ int run_optim_bench(Communicator& comm, const OptimBenchOptions& opt) {
                     {"bytes_sent_all_ranks", sent_total},
                     {"matrix_bytes", matrix_elems * 4.0}, {"plan_imbalance", o.plan().imbalance()},
                     {"flops_imbalance", flop_imb}});
+    // The work itself, so a peer can repeat it: every tensor with its rule, and the hyperparameters.
+    nlohmann::json plist = nlohmann::json::array();
+    for (std::size_t i = 0; i < ps.size(); ++i)
+      plist.push_back({{"name", ps[i].first}, {"shape", ps[i].second}, {"rule", rule_name(o.params()[i].rule)}});
+    rows.back()["params"] = plist;
+    rows.back()["hparams"] = {{"lr", c.lr},
+                              {"weight_decay", c.weight_decay},
+                              {"betas", {c.beta1, c.beta2_adam}},
+                              {"eps", c.eps},
+                              {"momentum", c.momentum},
+                              {"nesterov", c.nesterov},
+                              {"ns_steps", c.ns_steps},
+                              {"beta2", c.beta2},
+                              {"update_proj_gap", c.update_proj_gap},
+                              {"scale", c.conda_scale},
+                              {"adam_lr", c.adam.lr},
+                              {"adam_betas", {c.adam.beta1, c.adam.beta2}},
+                              {"adam_eps", c.adam.eps},
+                              {"adam_weight_decay", c.adam.weight_decay}};
   }
   log::info("# bytes moved per step, all ranks, vs matrix bytes: {}",
             [&] {

@@ -14,6 +14,7 @@ struct NsBenchOptions {
   std::string shape;  // "MxN": one rectangular case instead of the square sizes
   int repeats = 5;
   std::string json_path;
+  std::string dump_dir;  // write each case's input and output as raw little-endian f32 (for peer checks)
 };
 int run_ns_bench(const NsBenchOptions& opt);
 

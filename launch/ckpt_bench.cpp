@@ -124,6 +124,7 @@ int run_ckpt_bench(Communicator& world, const CkptBenchOptions& o) {
     auto sub = world.split(me < s ? 0 : 1, me);
     Row row;
     row.ranks = s;
+    bool keep_this = false;  // this round's checkpoint is the one --keep asks for
     if (me < s) {
       std::vector<FsdpUnitSpec> unit_specs;
       std::vector<std::pair<std::string, Shape>> shapes;
@@ -174,7 +175,10 @@ int run_ckpt_bench(Communicator& world, const CkptBenchOptions& o) {
         load_checkpoint(t, ckpt, io);
         sub->barrier();
         row.load_s = std::min(row.load_s, since(t0));
-        if (sub->rank() == 0) fs::remove(ckpt);
+        if (sub->rank() == 0) {
+          if (keep_this) fs::copy_file(ckpt, o.keep_path, fs::copy_options::overwrite_existing);
+          fs::remove(ckpt);
+        }
       };
       auto plain_round = [&] {
         if (sub->rank() == 0) {
@@ -186,6 +190,7 @@ int run_ckpt_bench(Communicator& world, const CkptBenchOptions& o) {
         sub->barrier();
       };
       for (int rep = 0; rep < o.repeats; ++rep) {  // alternating which goes first (rep 0 learns the size)
+        keep_this = !o.keep_path.empty() && s == sizes.back() && rep == o.repeats - 1;
         if (rep % 2 == 0) {
           checkpoint_round();
           plain_round();

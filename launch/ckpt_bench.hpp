@@ -20,6 +20,7 @@ struct CkptBenchOptions {
   bool collective_buffering = false;  // MPI-IO two-phase aggregation instead of each rank writing its bytes
   bool drop_cache = true;            // evict the files from the page cache before reading (posix_fadvise)
   std::string json_path;
+  std::string keep_path;             // copy the last checkpoint written at the largest rank count here
 };
 
 int run_ckpt_bench(Communicator& world, const CkptBenchOptions& opt);

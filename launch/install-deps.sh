@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages orthoshard needs to build and test. Idempotent: a fast no-op when all are present.
+# Installs the Debian packages orthoshard needs to build and test, plus any packages named as arguments
+# (bench/compare.sh adds python3-torch). Idempotent: a fast no-op when all are present.
 # CUDA 13 and NCCL are not Debian packages here: they are used from /usr/local/cuda when present.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ PACKAGES=(
   libgtest-dev
   libcli11-dev libfmt-dev libtomlplusplus-dev nlohmann-json3-dev
 )
+PACKAGES+=("$@")
 
 missing=()
 for p in "${PACKAGES[@]}"; do

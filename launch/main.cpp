@@ -113,6 +113,8 @@ int main(int argc, char** argv) {
   bench_ns->add_option("--repeats", ns_opt.repeats, "Timed runs (median)")->check(CLI::PositiveNumber)
       ->capture_default_str();
   bench_ns->add_option("--json", ns_opt.json_path, "Also write results as JSON to this path");
+  bench_ns->add_option("--dump", ns_opt.dump_dir, "Write each case's input and output (raw f32) to this folder")
+      ->check(CLI::ExistingDirectory);
   OptimBenchOptions optim_opt;
   auto* bench_optim = bench->add_subcommand("optim", "One optimizer step over a GPT-2 124M-shaped parameter set");
   bench_optim->add_option("--optimizers", optim_opt.optimizers, "Which optimizers")->delimiter(',')
@@ -148,6 +150,8 @@ int main(int argc, char** argv) {
   std::string bench_train_config;
   auto* bench_train = bench->add_subcommand("train", "Training tokens/s with communication overlapped and not");
   bench_train->add_option("--config", bench_train_config, "TOML configuration (any key overridable as --section.key=v)");
+  std::string bench_train_json;
+  bench_train->add_option("--json", bench_train_json, "Also write results as JSON to this path");
   bench_train->allow_extras();
   CkptBenchOptions ckpt_bench_opt;
   auto* bench_ckpt = bench->add_subcommand("ckpt", "Checkpoint save/load GB/s beside a plain sequential write/read");
@@ -165,6 +169,8 @@ int main(int argc, char** argv) {
                        "MPI-IO two-phase aggregation instead of each rank writing its own bytes");
   bench_ckpt->add_flag("!--keep-cache", ckpt_bench_opt.drop_cache, "Read back from the page cache");
   bench_ckpt->add_option("--json", ckpt_bench_opt.json_path, "Also write results as JSON to this path");
+  bench_ckpt->add_option("--keep", ckpt_bench_opt.keep_path,
+                         "Copy the last checkpoint written at the largest rank count to this file");
 
   try {
     app.parse(argc, argv);
@@ -194,7 +200,7 @@ int main(int argc, char** argv) {
     if (bench_comm->parsed()) return run_comm_bench(*world, comm_opt);
     if (bench_optim->parsed()) return run_optim_bench(*world, optim_opt);
     if (replay->parsed()) return run_replay(*world, replay_opt);
-    if (bench_train->parsed()) return run_train_bench(*world, bench_train_config, bench_train->remaining());
+    if (bench_train->parsed()) return run_train_bench(*world, bench_train_config, bench_train->remaining(), bench_train_json);
     if (bench_ckpt->parsed()) return run_ckpt_bench(*world, ckpt_bench_opt);
     if (train_cmd->parsed()) {
       std::vector<std::string> overrides = train_cmd->remaining();

@@ -3,11 +3,17 @@
 #include "launch/train_bench.hpp"
 
 #include "launch/train.hpp"
+#include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
 
 namespace orthoshard {
 
-int run_train_bench(Communicator& world, const std::string& config_path, const std::vector<std::string>& overrides) {
+int run_train_bench(Communicator& world, const std::string& config_path, const std::vector<std::string>& overrides,
+                    const std::string& json_path) {
   TrainConfig cfg = load_train_config(config_path, overrides);
   cfg.train.metrics.clear();
   cfg.checkpoint.every = 0;
@@ -30,6 +36,25 @@ int run_train_bench(Communicator& world, const std::string& config_path, const s
             100 * serial.comm_wait_fraction);
   log::info("communication hidden by overlap: {:.0f}% of the serial run's {:.1f} ms/step of communication",
             100 * hidden, comm_serial * 1e3);
+  if (!json_path.empty() && world.rank() == 0) {
+    const nlohmann::json j = {{"ranks", world.size()},
+                              {"L", cfg.model.L},
+                              {"C", cfg.model.C},
+                              {"B", cfg.train.batch_size},
+                              {"T", cfg.train.seq_len},
+                              {"grad_accum", cfg.train.grad_accum},
+                              {"optimizer", cfg.optim.name},
+                              {"steps", cfg.train.steps},
+                              {"tokens_per_step", tokens},
+                              {"overlap", {{"tokens_per_s", ov.tokens_per_s}, {"comm_wait_fraction", ov.comm_wait_fraction},
+                                           {"losses", ov.losses}}},
+                              {"serial", {{"tokens_per_s", serial.tokens_per_s},
+                                          {"comm_wait_fraction", serial.comm_wait_fraction}, {"losses", serial.losses}}},
+                              {"hidden_fraction", hidden}};
+    std::ofstream f(json_path);
+    OS_CHECK(f.good(), "bench train: cannot write JSON to '{}'", json_path);
+    f << j.dump(2) << "\n";
+  }
   return 0;
 }
 

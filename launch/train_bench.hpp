@@ -9,6 +9,7 @@
 
 namespace orthoshard {
 
-int run_train_bench(Communicator& world, const std::string& config_path, const std::vector<std::string>& overrides);
+int run_train_bench(Communicator& world, const std::string& config_path, const std::vector<std::string>& overrides,
+                    const std::string& json_path = "");
 
 }  // namespace orthoshard
