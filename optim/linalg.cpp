@@ -93,6 +93,54 @@ void svd_thin(T* a, std::int64_t m, std::int64_t n, std::vector<T>& u, std::vect
   OS_CHECK(info == 0, "LAPACK gesdd failed (info {}) for a {}x{} matrix{}", info, m, n,
            info > 0 ? " (did not converge; NaN or Inf in the input?)" : "");
 }
+extern "C" void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w,
+                        double* work, const int* lwork, int* iwork, const int* liwork, int* info);
+
+template <>
+void singular_basis<float>(const float* a, std::int64_t m, std::int64_t n, bool right, float* out) {
+  const std::int64_t k = std::min(m, n), g = right ? n : m;  // g: order of the Gram matrix
+  if (k == 0) return;
+  // Grow-only scratch: a refresh decomposes many matrices in a row, and fresh pages are not free.
+  thread_local std::vector<double> ad, gram, w, work;
+  thread_local std::vector<int> iwork;
+  ad.assign(a, a + m * n);
+  gram.resize(static_cast<std::size_t>(g * g));
+  w.resize(static_cast<std::size_t>(g));
+  if (right)
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, n, m, 1.0, ad.data(), n, 0.0, gram.data(), n);  // AᵀA
+  else
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, m, n, 1.0, ad.data(), n, 0.0, gram.data(), m);  // AAᵀ
+  // The row-major upper triangle is the column-major lower one. Eigenvalues come ascending, eigenvector j in
+  // column j (contiguous in column-major), so the i-th singular vector is column g - 1 - i.
+  const int gi = static_cast<int>(g);
+  int info = 0, lwork = -1, liwork = -1, iquery = 0;
+  double query = 0;
+  dsyevd_("V", "L", &gi, gram.data(), &gi, w.data(), &query, &lwork, &iquery, &liwork, &info);
+  OS_CHECK(info == 0, "LAPACK dsyevd workspace query failed (info {}) for a {}x{} matrix", info, m, n);
+  lwork = static_cast<int>(query) + 1;
+  liwork = iquery + 1;
+  if (work.size() < static_cast<std::size_t>(lwork)) work.resize(static_cast<std::size_t>(lwork));
+  if (iwork.size() < static_cast<std::size_t>(liwork)) iwork.resize(static_cast<std::size_t>(liwork));
+  dsyevd_("V", "L", &gi, gram.data(), &gi, w.data(), work.data(), &lwork, iwork.data(), &liwork, &info);
+  OS_CHECK(info == 0, "LAPACK dsyevd failed (info {}) for the Gram matrix of a {}x{} matrix{}", info, m, n,
+           info > 0 ? " (did not converge; NaN or Inf in the input?)" : "");
+  for (std::int64_t i = 0; i < k; ++i) {
+    const double* v = gram.data() + (g - 1 - i) * g;
+    if (right)
+      for (std::int64_t c = 0; c < n; ++c) out[i * n + c] = static_cast<float>(v[c]);
+    else
+      for (std::int64_t r = 0; r < m; ++r) out[r * k + i] = static_cast<float>(v[r]);
+  }
+}
+
+template <>
+void singular_basis<double>(const double* a, std::int64_t m, std::int64_t n, bool right, double* out) {
+  std::vector<double> copy(a, a + m * n), u, s, vt;
+  svd_thin(copy.data(), m, n, u, s, vt);
+  const auto& src = right ? vt : u;
+  std::copy(src.begin(), src.end(), out);
+}
+
 template void svd_thin<float>(float*, std::int64_t, std::int64_t, std::vector<float>&, std::vector<float>&,
                               std::vector<float>&);
 template void svd_thin<double>(double*, std::int64_t, std::int64_t, std::vector<double>&, std::vector<double>&,

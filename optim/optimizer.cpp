@@ -21,7 +21,7 @@ template <typename T> struct StepBuffers {
   NewtonSchulz<T> ns;
   std::vector<std::vector<T>> update;  // per parameter: this rank's rows of the update
   std::map<std::size_t, std::vector<T>> full;  // per owned task: the whole matrix (Conda left: G then M)
-  std::vector<T> proj_g, proj_m, normed, back, svd_a, svd_u, svd_s, svd_vt;
+  std::vector<T> proj_g, proj_m, normed, back, refresh_full;
 };
 
 namespace {
@@ -30,9 +30,10 @@ double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std
 
 std::int64_t cols_of(const Shape& s) { return s.empty() || s[0] == 0 ? 0 : shape_numel(s) / s[0]; }
 
+// Cost estimate of a basis refresh (linalg::singular_basis): the Gram product m·n·k plus its eigensolve ~9 k³.
 double svd_flops(std::int64_t m, std::int64_t n) {
   const double k = static_cast<double>(std::min(m, n));
-  return 14.0 * static_cast<double>(m) * static_cast<double>(n) * k;
+  return static_cast<double>(m) * static_cast<double>(n) * k + 9.0 * k * k * k;
 }
 }  // namespace
 
@@ -357,43 +358,31 @@ void Optimizer::conda_matrices(StepBuffers<T>& b, const std::vector<Tensor>& par
     if ((step - 1) % c.update_proj_gap == 0 || st.get_int("conda_basis_step") == 0) refresh.push_back(&t);
   }
 
-  // Basis refresh: the owner gathers the whole first moment and takes its SVD; a right basis (k x n) is
-  // broadcast to every rank, a left basis (m x k) stays with the owner.
-  if (!refresh.empty()) {
-    std::vector<ExchangeItem> ei;
-    std::vector<const T*> local;
-    std::vector<T*> full;
-    for (const OrthoTask* t : refresh) {
-      ei.push_back({t->m, t->n, t->owner});
-      local.push_back(states_[t->param].get("exp_avg").template data<T>());
-      auto& f = b.full[t->param];
-      if (t->owner == rank_) f.resize(static_cast<std::size_t>(2 * t->m * t->n));
-      full.push_back(t->owner == rank_ ? f.data() : nullptr);
-    }
-    RowExchange<T> ex(comm_, ei);
-    ex.start_gather(local);
-    ex.finish_gather(full);
+  // Basis refresh: the owner gathers the whole first moment and computes its basis; a right basis (k x n) is
+  // broadcast to every rank, a left basis (m x k) stays with the owner. One matrix at a time through one reused
+  // buffer: refreshes are rare, and fresh pages are most of what a first step costs on the CPU.
+  for (const OrthoTask* tp : refresh) {
+    const OrthoTask& t = *tp;
+    ParamState& st = states_[t.param];
+    const bool right = conda_right_side(c.proj_type, t.m, t.n);
+    const std::int64_t k = std::min(t.m, t.n);
+    const Shape bshape = right ? Shape{k, t.n} : Shape{t.m, k};
+    auto& f = b.refresh_full;
+    if (t.owner == rank_ && f.size() < static_cast<std::size_t>(t.m * t.n)) f.resize(static_cast<std::size_t>(t.m * t.n));
+    RowExchange<T> ex(comm_, {{t.m, t.n, t.owner}});
+    ex.start_gather({st.get("exp_avg").template data<T>()});
+    ex.finish_gather({t.owner == rank_ ? f.data() : nullptr});
     stats_.bytes_sent += ex.bytes_sent();
     stats_.bytes_received += ex.bytes_received();
-    for (std::size_t j = 0; j < refresh.size(); ++j) {
-      const OrthoTask& t = *refresh[j];
-      ParamState& st = states_[t.param];
-      const bool right = conda_right_side(c.proj_type, t.m, t.n);
-      const std::int64_t k = std::min(t.m, t.n);
-      const Shape bshape = right ? Shape{k, t.n} : Shape{t.m, k};
-      if (t.owner == rank_) {
-        linalg::svd_thin(full[j], t.m, t.n, b.svd_u, b.svd_s, b.svd_vt);
-        const auto& src = right ? b.svd_vt : b.svd_u;
-        std::copy(src.begin(), src.end(), st.ensure("conda_basis", bshape, dt).template data<T>());
-        stats_.ortho_flops += svd_flops(t.m, t.n);
-      }
-      if (right) {
-        T* p = st.ensure("conda_basis", bshape, dt).template data<T>();
-        if (nranks_ > 1) comm_->broadcast(p, static_cast<std::size_t>(k * t.n), dt, t.owner);
-      }
-      st.set_int("conda_basis_step", st.get_int("step"));
-      st.set_int("conda_basis_side", right ? 0 : 1);
+    // The basis lives on the owner (left) or on every rank (right, broadcast).
+    T* basis = (right || t.owner == rank_) ? st.ensure("conda_basis", bshape, dt).template data<T>() : nullptr;
+    if (t.owner == rank_) {
+      linalg::singular_basis(f.data(), t.m, t.n, right, basis);
+      stats_.ortho_flops += svd_flops(t.m, t.n);
     }
+    if (right && nranks_ > 1) comm_->broadcast(basis, static_cast<std::size_t>(k * t.n), dt, t.owner);
+    st.set_int("conda_basis_step", st.get_int("step"));
+    st.set_int("conda_basis_side", right ? 0 : 1);
   }
 
   // Right basis: everything row-local. Left basis: the owner projects the whole G and first moment.

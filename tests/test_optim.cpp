@@ -102,6 +102,29 @@ TEST(NewtonSchulz, FlopCountFormula) {
   EXPECT_DOUBLE_EQ(ns_gemm_equivalent_flops(10, 4, 5), ns_gemm_equivalent_flops(4, 10, 5));
 }
 
+TEST(Conda, F32SingularBasisMatchesF64Svd) {
+  // Conda's f32 basis comes from the f64 Gram eigendecomposition; each vector must be the f64 SVD's up to sign.
+  for (auto [m, n] : std::vector<std::pair<std::int64_t, std::int64_t>>{{60, 20}, {20, 60}, {30, 30}, {1, 7}, {7, 1}}) {
+    const auto a = randn(m * n, static_cast<unsigned>(100 + m * n));
+    std::vector<double> copy = a, u, s, vt;
+    linalg::svd_thin(copy.data(), m, n, u, s, vt);
+    const std::vector<float> af(a.begin(), a.end());
+    const std::int64_t k = std::min(m, n);
+    for (bool right : {true, false}) {
+      std::vector<float> b(static_cast<std::size_t>(right ? k * n : m * k));
+      linalg::singular_basis(af.data(), m, n, right, b.data());
+      for (std::int64_t i = 0; i < k; ++i) {
+        double dot = 0;
+        if (right)
+          for (std::int64_t c = 0; c < n; ++c) dot += b[i * n + c] * vt[i * n + c];
+        else
+          for (std::int64_t r = 0; r < m; ++r) dot += b[r * k + i] * u[r * k + i];
+        EXPECT_NEAR(std::abs(dot), 1.0, 1e-5) << m << "x" << n << (right ? " right" : " left") << " vector " << i;
+      }
+    }
+  }
+}
+
 TEST(Optimizers, AllZeroGradientGivesNoNaN) {
   for (const char* name : {"muon", "normuon", "conda", "adamw"}) {
     OptimConfig c;
