@@ -1,0 +1,121 @@
+// Newton-Schulz on the GPU (see newton_schulz.hpp).
+#include "runtime/kernels/cuda/newton_schulz.hpp"
+
+#include "runtime/kernels/cuda/check.hpp"
+#include "runtime/kernels/cuda/gpt2_kernels.hpp"
+
+#include <algorithm>
+#include <type_traits>
+#include <utility>
+
+namespace orthoshard::cuda {
+
+namespace {
+template <typename T> void ensure(DeviceBuffer<T>& b, std::int64_t count) {
+  if (b.size() < static_cast<std::size_t>(count)) b = DeviceBuffer<T>(static_cast<std::size_t>(count));
+}
+}  // namespace
+
+NewtonSchulzGpu::NewtonSchulzGpu(Blas& blas, Precision precision, int steps, Coefficients coef, double eps)
+    : blas_(blas), precision_(precision), steps_(steps), coef_(coef), eps_(eps), norm_(1 + kSumSquaresScratch) {}
+
+template <typename T> void NewtonSchulzGpu::normalize(T* x, std::int64_t size, cudaStream_t stream) {
+  sum_squares<T>(norm_.data(), x, size, norm_.data() + 1, false, stream);
+  scale_by_inverse_norm<T>(x, size, norm_.data(), eps_, stream);
+}
+
+void NewtonSchulzGpu::run(float* x, std::int64_t m, std::int64_t n, cudaStream_t stream) {
+  if (m * n == 0) return;
+  normalize<float>(x, m * n, stream);
+  iterate(x, m, n, stream);
+}
+
+void NewtonSchulzGpu::run(bf16* x, std::int64_t m, std::int64_t n, cudaStream_t stream) {
+  // Checked before normalize() touches x: a wrong precision must leave the input as it was.
+  OS_CUDA_REQUIRE(precision_ == Precision::BF16, "NewtonSchulzGpu: bf16 data needs Precision::BF16");
+  if (m * n == 0) return;
+  normalize<bf16>(x, m * n, stream);
+  iterate(x, m, n, stream);
+}
+
+void NewtonSchulzGpu::iterate(float* x, std::int64_t m, std::int64_t n, cudaStream_t stream) {
+  if (m == 0 || n == 0 || steps_ <= 0) return;
+  if (precision_ == Precision::F32) {
+    iterate_impl<float>(x, m, n, stream);
+    return;
+  }
+  ensure(h_x_, m * n);
+  convert(h_x_.data(), x, m * n, stream);
+  iterate_impl<bf16>(h_x_.data(), m, n, stream);
+  convert(x, h_x_.data(), m * n, stream);
+}
+
+void NewtonSchulzGpu::iterate(bf16* x, std::int64_t m, std::int64_t n, cudaStream_t stream) {
+  OS_CUDA_REQUIRE(precision_ == Precision::BF16, "NewtonSchulzGpu: bf16 data needs Precision::BF16");
+  if (m == 0 || n == 0 || steps_ <= 0) return;
+  iterate_impl<bf16>(x, m, n, stream);
+}
+
+template <typename T> void NewtonSchulzGpu::iterate_impl(T* x, std::int64_t m, std::int64_t n, cudaStream_t stream) {
+  const bool wide = m <= n;
+  const std::int64_t r = wide ? m : n;
+  DeviceBuffer<T>& gram_buf = [&]() -> DeviceBuffer<T>& {
+    if constexpr (std::is_same_v<T, float>) return f_gram_;
+    else return h_gram_;
+  }();
+  DeviceBuffer<T>& poly_buf = [&]() -> DeviceBuffer<T>& {
+    if constexpr (std::is_same_v<T, float>) return f_poly_;
+    else return h_poly_;
+  }();
+  DeviceBuffer<T>& next_buf = [&]() -> DeviceBuffer<T>& {
+    if constexpr (std::is_same_v<T, float>) return f_next_;
+    else return h_next_;
+  }();
+  ensure(gram_buf, r * r);
+  ensure(poly_buf, r * r);
+  ensure(next_buf, m * n);
+  T* gram = gram_buf.data();
+  T* poly = poly_buf.data();
+  T* cur = x;
+  T* nxt = next_buf.data();
+  const float a = static_cast<float>(coef_.a), b = static_cast<float>(coef_.b), c = static_cast<float>(coef_.c);
+  for (int it = 0; it < steps_; ++it) {
+    float beta_x = 0.f;  // X_next = P X + beta_x X
+    if constexpr (std::is_same_v<T, float>) {
+      // A (r x r) by syrk on the column-major view Xc = Xᵀ (n x m, ld n): wide A = Xcᵀ Xc, tall A = Xc Xcᵀ.
+      OS_CUBLAS_CHECK(cublasSetStream(blas_.cublas(), stream));
+      const float one = 1.f, zero = 0.f;
+      OS_CUBLAS_CHECK(cublasSsyrk(blas_.cublas(), CUBLAS_FILL_MODE_UPPER, wide ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                  static_cast<int>(r), static_cast<int>(wide ? n : m), &one, cur, static_cast<int>(n),
+                                  &zero, gram, static_cast<int>(r)));
+      symmetrize_upper_colmajor(gram, r, stream);
+      // P = c A Aᵀ + b A + a I (A symmetric), exactly the CPU's polynomial.
+      OS_CUDA_CHECK(cudaMemcpyAsync(poly, gram, static_cast<std::size_t>(r * r) * sizeof(float),
+                                    cudaMemcpyDeviceToDevice, stream));
+      OS_CUBLAS_CHECK(cublasSsyrk(blas_.cublas(), CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, static_cast<int>(r),
+                                  static_cast<int>(r), &c, gram, static_cast<int>(r), &b, poly, static_cast<int>(r)));
+      add_diagonal<float>(poly, r, a, stream);
+      symmetrize_upper_colmajor(poly, r, stream);
+    } else {
+      // bf16: full GEMMs with fp32 accumulation (no bf16 syrk in cuBLAS). P = c A² + b A only: the a X term
+      // enters the last product through beta, so the diagonal a (~3.4) is never rounded to bf16 inside P
+      // (that rounding costs ~30% more error; same polynomial, see the tests' bf16 bound).
+      if (wide) gemm<T>(blas_, false, true, m, m, n, 1.f, cur, n, cur, n, 0.f, gram, r, stream);
+      else gemm<T>(blas_, true, false, n, n, m, 1.f, cur, n, cur, n, 0.f, gram, r, stream);
+      OS_CUDA_CHECK(cudaMemcpyAsync(poly, gram, static_cast<std::size_t>(r * r) * sizeof(T), cudaMemcpyDeviceToDevice,
+                                    stream));
+      gemm<T>(blas_, false, false, r, r, r, c, gram, r, gram, r, b, poly, r, stream);
+      OS_CUDA_CHECK(cudaMemcpyAsync(nxt, cur, static_cast<std::size_t>(m * n) * sizeof(T), cudaMemcpyDeviceToDevice,
+                                    stream));
+      beta_x = a;
+    }
+    // X ← P X (+ a X) when wide, X P (+ a X) when tall.
+    if (wide) gemm<T>(blas_, false, false, m, n, m, 1.f, poly, r, cur, n, beta_x, nxt, n, stream);
+    else gemm<T>(blas_, false, false, m, n, n, 1.f, cur, n, poly, r, beta_x, nxt, n, stream);
+    std::swap(cur, nxt);
+  }
+  if (cur != x)
+    OS_CUDA_CHECK(cudaMemcpyAsync(x, cur, static_cast<std::size_t>(m * n) * sizeof(T), cudaMemcpyDeviceToDevice, stream));
+}
+
+}  // namespace orthoshard::cuda

@@ -1,0 +1,63 @@
+// Newton-Schulz orthogonalization on the GPU, the algorithm of optim/orthogonalize/newton_schulz.hpp:
+// X / (‖X‖_F + eps), then `steps` iterations X ← (aI + bA + cA²) X with A = X Xᵀ on the short side
+// (tall matrices iterate X ← X (aI + bA + cA²) with A = Xᵀ X, no transpose is made).
+//   F32:  fp32 throughout; A and A² by cublasSsyrk (the CPU's symmetric products), X ← P X by SGEMM.
+//   BF16: X, A and bA + cA² stored in bf16, every product through cuBLASLt/cublasGemmEx with fp32 accumulation
+//         (X ← (bA + cA²) X + a X, the a X term through the GEMM's beta). cuBLAS has no bf16 syrk, so A = X Xᵀ
+//         and A² are full GEMMs (2x the flops a symmetric product needs for those two).
+#pragma once
+
+#include "runtime/kernels/cuda/device_buffer.hpp"
+#include "runtime/kernels/cuda/gemm.hpp"
+#include "runtime/kernels/cuda/optim_kernels.hpp"
+
+#include <cstdint>
+
+namespace orthoshard::cuda {
+
+// The quintic's coefficients (the Muon reference's, as NsCoefficients in optim/).
+struct NsGpuCoefficients {
+  double a = 3.4445, b = -4.7750, c = 2.0315;
+};
+
+// Not thread-safe and not for concurrent streams: the workspaces below (and the Blas, see gemm.hpp) are shared
+// by every call, so an instance must not have work from two streams in flight at once (two calls on different
+// streams would overwrite each other's Gram matrix, polynomial and norm). Use one NewtonSchulzGpu and one Blas
+// per stream, or order the streams (an Event) so the second call starts after the first one's work.
+class NewtonSchulzGpu {
+ public:
+  enum class Precision { F32, BF16 };
+  using Coefficients = NsGpuCoefficients;
+
+  explicit NewtonSchulzGpu(Blas& blas, Precision precision = Precision::BF16, int steps = 5, Coefficients coef = {},
+                           double eps = 1e-7);
+
+  // Orthogonalizes the row-major m x n fp32 device matrix x in place (normalization in fp32 from fp32 data;
+  // with BF16 precision the iterations run on a bf16 copy that is converted back at the end).
+  void run(float* x, std::int64_t m, std::int64_t n, cudaStream_t stream);
+  // bf16 in place (BF16 precision only: otherwise throws CudaError before touching x); the norm is summed in
+  // double from the bf16 values.
+  void run(bf16* x, std::int64_t m, std::int64_t n, cudaStream_t stream);
+  // The iterations alone, on an already normalized matrix.
+  void iterate(float* x, std::int64_t m, std::int64_t n, cudaStream_t stream);
+  void iterate(bf16* x, std::int64_t m, std::int64_t n, cudaStream_t stream);
+
+  Precision precision() const { return precision_; }
+  int steps() const { return steps_; }
+
+ private:
+  template <typename T> void iterate_impl(T* x, std::int64_t m, std::int64_t n, cudaStream_t stream);
+  template <typename T> void normalize(T* x, std::int64_t size, cudaStream_t stream);
+
+  Blas& blas_;
+  Precision precision_;
+  int steps_;
+  Coefficients coef_;
+  double eps_;
+  // Workspaces, grown on demand and reused: (r x r) Gram and polynomial, (m x n) next iterate, bf16 copy.
+  DeviceBuffer<float> f_gram_, f_poly_, f_next_;
+  DeviceBuffer<bf16> h_x_, h_gram_, h_poly_, h_next_;
+  DeviceBuffer<double> norm_;  // [0]: Σx², then kSumSquaresScratch partials
+};
+
+}  // namespace orthoshard::cuda
