@@ -10,14 +10,13 @@ import argparse
 import json
 import math
 import os
-import statistics
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import fail, set_threads, write_json
+from common import fail, median_time, set_threads, write_json
 
 NAMES = ["wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb", "ln2w", "ln2b", "fcw", "fcb",
          "fcprojw", "fcprojb", "lnfw", "lnfb"]
@@ -156,13 +155,7 @@ def fwdbwd(a):
         _, loss = model(x, y)
         loss.backward()
 
-    step()
-    ts = []
-    for _ in range(a.steps):
-        t0 = time.perf_counter()
-        step()
-        ts.append(time.perf_counter() - t0)
-    t = statistics.median(ts)
+    t = median_time(step, a.steps)
     print(f"gpt2 peer: L={a.L} C={a.C} T={a.T} B={a.B}: fwd+bwd {t * 1e3:.1f} ms, {a.B * a.T / t:.0f} tokens/s")
     write_json(a.json, {"peer": f"torch {torch.__version__}", "threads": torch.get_num_threads(), "L": a.L, "C": a.C,
                         "T": a.T, "B": a.B, "step_ms": t * 1e3, "tokens_per_s": a.B * a.T / t})

@@ -18,7 +18,7 @@ import time
 import h5py
 import torch
 
-from common import fail, set_threads, write_json
+from common import fail, median_time, set_threads, write_json
 from ns_peer import newton_schulz5
 
 
@@ -156,25 +156,12 @@ def main():
         t0 = time.perf_counter()
         step()  # warm-up; Conda computes its SVD bases here
         first = time.perf_counter() - t0
-        ts = []
-        for _ in range(a.steps):
-            t0 = time.perf_counter()
-            step()
-            ts.append(time.perf_counter() - t0)
-        ts.sort()
-        rows.append({"optimizer": name, "step_ms": ts[len(ts) // 2] * 1e3, "first_step_ms": first * 1e3,
-                     "check_trace_err": checks.get(name)})
+        rows.append({"optimizer": name, "step_ms": median_time(step, a.steps, warmup=0) * 1e3,
+                     "first_step_ms": first * 1e3, "check_trace_err": checks.get(name)})
         if name == "conda":  # a step that refreshes the basis, state already allocated: update_proj_gap = 1
             hp1 = dict(r["hparams"], update_proj_gap=1)
             rules = [Rule(spec["rule"], p, hp1) for spec, p in zip(r["params"], params)]
-            step()
-            rs = []
-            for _ in range(a.steps):
-                t0 = time.perf_counter()
-                step()
-                rs.append(time.perf_counter() - t0)
-            rs.sort()
-            rows[-1]["refresh_step_ms"] = rs[len(rs) // 2] * 1e3
+            rows[-1]["refresh_step_ms"] = median_time(step, a.steps) * 1e3
         print(f"optim peer: {name} step {rows[-1]['step_ms']:.1f} ms (first step {first * 1e3:.1f} ms"
               + (f", a step refreshing the basis {rows[-1]['refresh_step_ms']:.1f} ms)" if name == "conda" else ")"))
     write_json(a.json, {"peer": f"torch {torch.__version__}", "threads": torch.get_num_threads(), "results": rows})

@@ -4,7 +4,6 @@ list of {work, orthoshard, peer, unit, ratio, goal, check}; ratio > 1 means orth
     table.py WORKDIR [--json PATH]
 """
 import argparse
-import json
 import os
 import sys
 
