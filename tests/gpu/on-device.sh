@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs orthoshard's GPU checks on the GPU machine from the kit made by tests/gpu/make-kit.sh; logs go to
+# $OUT (or ./gpu-logs). Prints a short summary last. Steps: environment, CUDA kernel tests, device-buffer
+# communicators at 1-4 ranks (NCCL needs a GPU per rank: on one GPU only its 1-rank run does not skip).
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+out=${OUT:-$root/gpu-logs}
+mkdir -p "$out"
+source tests/gpu/kit-env.sh
+export GTEST_COLOR=no
+summary=()
+step() {  # step NAME COMMAND...: runs, logs to $out/NAME.log, records pass/fail
+  local name=$1; shift
+  local t0=$SECONDS
+  "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  local ok skip bad
+  ok=$(grep -c '^\[       OK \]' "$out/$name.log")
+  skip=$(grep -c '^\[  SKIPPED \] [A-Za-z].* ms)$' "$out/$name.log")
+  bad=$(grep -c '^\[  FAILED  \] [A-Za-z].*(' "$out/$name.log")
+  summary+=("$(printf '%-20s rc=%-3s %4ss  ok %-3s skipped %-3s failed %s' "$name" "$rc" $((SECONDS - t0)) "$ok" "$skip" "$bad")")
+  return 0
+}
+{
+  nvidia-smi -L; ldd --version | head -1
+  for b in "$KIT"/bin/*; do echo "$b:"; ldd "$b" | grep -E 'not found|cudart|cublas|cusolver|nccl|mpi\.so'; done
+} >"$out/env.log" 2>&1
+step cuda_kernels "$KIT/bin/test_cuda"
+for np in 1 2 3 4; do step "device_comm_np$np" mpirun -np "$np" "$KIT/bin/test_device_comm"; done
+echo "---- environment ----"; cat "$out/env.log" | head -20
+echo "---- failures ----"; grep -h -E '^\[  FAILED  \]|Failure|error:' "$out"/*.log | head -40
+echo "---- summary ----"; printf '%s\n' "${summary[@]}"
