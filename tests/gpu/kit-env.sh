@@ -4,6 +4,7 @@
 _kit_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 if [ ! -d "$_kit_root/.gpu-kit/kit" ]; then tar xzf "$_kit_root/.gpu-kit/kit.tar.gz" -C "$_kit_root/.gpu-kit"; fi
 export KIT=$_kit_root/.gpu-kit/kit
+export ORTHOSHARD_TESTDATA=$KIT/testdata
 # CUDA libraries: the toolkit's, then those of PyTorch's nvidia-* wheels (NCCL is only there).
 _nv=$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null || true)
 _nccl_dir=$( (ls -d /usr/local/cuda/lib64 2>/dev/null; [ -n "$_nv" ] && find "$_nv" -maxdepth 3 -type d -name lib) | paste -sd: -)

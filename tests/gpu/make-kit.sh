@@ -2,12 +2,12 @@
 # Packs what the GPU machine lacks for orthoshard's GPU tests and benchmarks into .gpu-kit/kit.tar.gz:
 # the binaries built here (CUDA code for sm_80 and sm_90), Debian's Open MPI and PMIx (relocated at run time
 # through OPAL_PREFIX / PMIX_PREFIX), and the shared libraries they load that are not part of a base system or
-# the CUDA toolkit. On the GPU machine: carry `.gpu-kit` and run `bash tests/gpu/on-device.sh`.
+# the CUDA toolkit, plus ../shared/testdata's GPT-2 case and optimizer traces. On the GPU machine: carry `.gpu-kit` and run `bash tests/gpu/on-device.sh`.
 #   usage: tests/gpu/make-kit.sh [BUILD_DIR]      (default: build)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$root/build}
-targets=(orthoshard test_cuda test_device_comm)
+targets=(orthoshard test_cuda test_device_comm test_gpt2_cuda)
 multiarch=x86_64-linux-gnu
 
 [ -f "$build/CMakeCache.txt" ] || { echo "error: no build in $build (run launch/build.sh first)" >&2; exit 2; }
@@ -21,6 +21,9 @@ trap 'rm -rf "$stage"' EXIT
 k=$stage/kit
 mkdir -p "$k/bin" "$k/lib" "$k/usr/bin" "$k/usr/lib/$multiarch" "$k/usr/share" "$k/etc"
 for t in "${targets[@]}"; do cp "$build/bin/$t" "$k/bin/"; done
+# The shared reference data the GPU tests compare with (small).
+testdata=$root/../shared/testdata
+[ -d "$testdata" ] && { mkdir -p "$k/testdata"; cp -a "$testdata/gpt2" "$testdata/optim" "$k/testdata/"; }
 
 # Open MPI and PMIx at their Debian paths under $k/usr (their install paths are prefix-relative).
 cp -a "/usr/lib/$multiarch/openmpi" "/usr/lib/$multiarch/pmix2" "$k/usr/lib/$multiarch/"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs orthoshard's GPU checks on the GPU machine from the kit made by tests/gpu/make-kit.sh; logs go to
-# $OUT (or ./gpu-logs). Prints a short summary last. Steps: environment, CUDA kernel tests, device-buffer
+# $OUT (or ./gpu-logs). Prints a short summary last. Steps: environment, CUDA kernel tests, GPT-2 on the GPU
+# against the CPU model and the shared reference case, device-buffer
 # communicators at 1-4 ranks (NCCL needs a GPU per rank: on one GPU only its 1-rank run does not skip).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -27,6 +28,7 @@ step() {  # step NAME COMMAND...: runs, logs to $out/NAME.log, records pass/fail
   for b in "$KIT"/bin/*; do echo "$b:"; ldd "$b" | grep -E 'not found|cudart|cublas|cusolver|nccl|mpi\.so'; done
 } >"$out/env.log" 2>&1
 step cuda_kernels "$KIT/bin/test_cuda"
+step gpt2_cuda "$KIT/bin/test_gpt2_cuda"
 for np in 1 2 3 4; do step "device_comm_np$np" mpirun -np "$np" "$KIT/bin/test_device_comm"; done
 echo "---- environment ----"; cat "$out/env.log" | head -20
 echo "---- failures ----"; grep -h -E '^\[  FAILED  \]|Failure|error:' "$out"/*.log | head -40
