@@ -5,6 +5,7 @@
 #include "launch/ckpt_bench.hpp"
 #include "launch/ckpt_tools.hpp"
 #include "launch/env_info.hpp"
+#include "launch/gpu_bench.hpp"
 #include "launch/model_bench.hpp"
 #include "launch/prepare_data.hpp"
 #include "launch/replay.hpp"
@@ -147,6 +148,26 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bench_model->add_option("--json", model_opt.json_path, "Also write results as JSON to this path");
 
+  GpuBenchOptions gpu_opt;
+  auto* bench_gpu = bench->add_subcommand(
+      "gpu", "One GPU: GEMM rates, Newton-Schulz against them, GPT-2 bf16 training tokens/s and MFU");
+  bench_gpu->add_option("--what", gpu_opt.what, "Which parts: gemm, ns, model")->delimiter(',')
+      ->check(CLI::IsMember({"gemm", "ns", "model"}))->capture_default_str();
+  bench_gpu->add_option("--ns-sizes", gpu_opt.ns_sizes, "Square Newton-Schulz sizes")->delimiter(',')
+      ->capture_default_str();
+  bench_gpu->add_option("--gemm-size", gpu_opt.gemm_size, "Square bf16 GEMM size of the reference rate")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  bench_gpu->add_option("--L,--layers", gpu_opt.layers, "Transformer layers")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_gpu->add_option("--C,--channels", gpu_opt.channels, "Model width")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_gpu->add_option("--T,--seq-len", gpu_opt.seq_len, "Sequence length")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_gpu->add_option("--B,--batch", gpu_opt.batch, "Batch size")->check(CLI::PositiveNumber)->capture_default_str();
+  bench_gpu->add_option("--repeats", gpu_opt.repeats, "Timed runs (median)")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  bench_gpu->add_option("--json", gpu_opt.json_path, "Also write results as JSON to this path");
+
   std::string bench_train_config;
   auto* bench_train = bench->add_subcommand("train", "Training tokens/s with communication overlapped and not");
   bench_train->add_option("--config", bench_train_config, "TOML configuration (any key overridable as --section.key=v)");
@@ -188,6 +209,7 @@ int main(int argc, char** argv) {
   if (env->parsed()) return run_guarded([] { return run_env(); });
   if (bench_ns->parsed()) return run_guarded([&] { return run_ns_bench(ns_opt); });
   if (bench_model->parsed()) return run_guarded([&] { return run_model_bench(model_opt); });
+  if (bench_gpu->parsed()) return run_guarded([&] { return run_gpu_bench(gpu_opt); });
   if (prepare->parsed()) return run_guarded([&] { return run_prepare_data(prep_opt); });
   if (ckpt_inspect->parsed()) return run_guarded([&] { return run_ckpt_inspect(inspect_opt); });
   if (ckpt_diff->parsed()) return run_guarded([&] { return run_ckpt_diff(diff_opt); });

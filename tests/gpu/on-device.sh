@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs orthoshard's GPU checks on the GPU machine from the kit made by tests/gpu/make-kit.sh; logs go to
 # $OUT (or ./gpu-logs). Prints a short summary last. Steps: environment, CUDA kernel tests, GPT-2 on the GPU
-# against the CPU model and the shared reference case, device-buffer
+# against the CPU model and the shared reference case, `orthoshard bench gpu`, device-buffer
 # communicators at 1-4 ranks (NCCL needs a GPU per rank: on one GPU only its 1-rank run does not skip).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -30,6 +30,9 @@ step() {  # step NAME COMMAND...: runs, logs to $out/NAME.log, records pass/fail
 step cuda_kernels "$KIT/bin/test_cuda"
 step gpt2_cuda "$KIT/bin/test_gpt2_cuda"
 for np in 1 2 3 4; do step "device_comm_np$np" mpirun -np "$np" "$KIT/bin/test_device_comm"; done
+# Numbers: GEMM rates, Newton-Schulz against them, GPT-2 124M bf16 training steps (B=8, T=1024).
+step bench_gpu "$KIT/bin/orthoshard" bench gpu --json "$out/bench_gpu.json"
 echo "---- environment ----"; cat "$out/env.log" | head -20
 echo "---- failures ----"; grep -h -E '^\[  FAILED  \]|Failure|error:' "$out"/*.log | head -40
+echo "---- bench gpu ----"; grep -v '^#' "$out/bench_gpu.log" | tail -12
 echo "---- summary ----"; printf '%s\n' "${summary[@]}"

@@ -1,0 +1,235 @@
+// bench gpu: every timing is the median of `repeats` runs after warm-ups, timed with CUDA events (GEMM, NS) or
+// the host clock around a synchronised training step (model). Inputs are random, never zeros.
+#include "launch/gpu_bench.hpp"
+
+#include "runtime/core/error.hpp"
+#include "runtime/core/log.hpp"
+
+#if ORTHOSHARD_HAVE_CUDA
+#include "models/gpt2/checkpoint.hpp"
+#include "models/gpt2/cuda/model_cuda.hpp"
+#include "models/random.hpp"
+#include "optim/orthogonalize/newton_schulz.hpp"
+#include "runtime/kernels/cuda/device.hpp"
+#include "runtime/kernels/cuda/gpt2_kernels.hpp"
+#include "runtime/kernels/cuda/newton_schulz.hpp"
+#include "runtime/kernels/cuda/optim_kernels.hpp"
+#endif
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+
+namespace orthoshard {
+
+#if !ORTHOSHARD_HAVE_CUDA
+int run_gpu_bench(const GpuBenchOptions&) {
+  throw UsageError("bench gpu: this build has no CUDA backend (CMake found no nvcc)");
+}
+#else
+namespace {
+
+using bf16d = __nv_bfloat16;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Median milliseconds of f() on `stream`, timed by events, after `warm` untimed runs.
+template <typename F>
+double time_ms(F&& f, int warm, int reps, cudaStream_t stream) {
+  for (int i = 0; i < warm; ++i) f();
+  cuda::Event a(true), b(true);
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    a.record(stream);
+    f();
+    b.record(stream);
+    b.synchronize();
+    t.push_back(b.elapsed_ms_since(a));
+  }
+  return median(t);
+}
+
+template <typename T>
+cuda::DeviceBuffer<T> random_device(std::size_t n, std::uint64_t seed, float scale, cudaStream_t stream) {
+  std::vector<T> h(n);
+  rng::Stream r(rng::key(seed, 17));
+  for (auto& x : h) x = static_cast<T>(scale * static_cast<float>(r.uniform() * 2.0 - 1.0));
+  cuda::DeviceBuffer<T> d(n);
+  d.copy_from_host(h, stream);
+  OS_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return d;
+}
+
+// Nominal dense bf16 peak by device name (for MFU as usually quoted); 0 when unknown.
+double nominal_bf16_peak(const std::string& name) {
+  if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos ||
+      name.find("H800") != std::string::npos || name.find("GH200") != std::string::npos)
+    return 989e12;  // SXM; the PCIe H100 is lower (756e12)
+  if (name.find("A100") != std::string::npos || name.find("A800") != std::string::npos) return 312e12;
+  return 0;
+}
+
+}  // namespace
+
+int run_gpu_bench(const GpuBenchOptions& o) {
+  const cuda::DeviceQuery q = cuda::query_devices();
+  if (q.count == 0) throw UsageError(fmt::format("bench gpu: no CUDA device ({})", q.why_none));
+  if (o.repeats <= 0) throw UsageError("bench gpu: --repeats must be positive");
+  OS_CUDA_CHECK(cudaSetDevice(0));
+  cudaDeviceProp prop{};
+  OS_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const std::string dev = cuda::device_description(0);
+  auto want = [&](const char* w) { return std::find(o.what.begin(), o.what.end(), w) != o.what.end(); };
+  log::info("# orthoshard bench gpu on {}", dev);
+  cuda::Stream stream;
+  cuda::Blas blas;
+  nlohmann::json out = {{"device", dev}};
+  double gemm_bf16 = 0, gemm_f32 = 0;
+
+  // ---- the device's GEMM rates: the reference for everything else ----
+  if (want("gemm") || want("ns") || want("model")) {
+    const std::int64_t n = o.gemm_size;
+    auto a = random_device<bf16d>(n * n, 1, 1.f, stream), b = random_device<bf16d>(n * n, 2, 1.f, stream);
+    cuda::DeviceBuffer<bf16d> c(n * n);
+    const double ms = time_ms([&] { cuda::gemm<bf16d>(blas, false, true, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f,
+                                                      c.data(), n, stream); },
+                              3, o.repeats, stream);
+    gemm_bf16 = 2.0 * n * n * n / (ms * 1e-3);
+    const std::int64_t nf = std::min<std::int64_t>(n, 4096);
+    auto af = random_device<float>(nf * nf, 3, 1.f, stream), bf = random_device<float>(nf * nf, 4, 1.f, stream);
+    cuda::DeviceBuffer<float> cf(nf * nf);
+    const double msf = time_ms([&] { cuda::gemm<float>(blas, false, true, nf, nf, nf, 1.f, af.data(), nf, bf.data(),
+                                                       nf, 0.f, cf.data(), nf, stream); },
+                               2, o.repeats, stream);
+    gemm_f32 = 2.0 * nf * nf * nf / (msf * 1e-3);
+    log::info("gemm  bf16 {}^3: {:.1f} TFLOP/s   f32 {}^3: {:.1f} TFLOP/s (cuBLAS{}, random inputs)", n, gemm_bf16 / 1e12,
+              nf, gemm_f32 / 1e12, blas.lt_calls > 0 ? "Lt" : "");
+    out["gemm"] = {{"bf16_n", n}, {"bf16_tflops", gemm_bf16 / 1e12}, {"f32_n", nf}, {"f32_tflops", gemm_f32 / 1e12}};
+  }
+
+  // ---- Newton-Schulz (5 steps), flops counted as the CPU benchmark does ----
+  if (want("ns")) {
+    log::info("# NS TFLOP/s counts GEMM-equivalent flops 5 x (2 r² s + 2 r³ + 2 r² s), as `bench ns`; ratio: against "
+              "the GEMM rate of the same precision above");
+    log::info("{:>10} {:>6} {:>10} {:>10} {:>8}", "shape", "prec", "ms", "TFLOP/s", "ratio");
+    nlohmann::json rows = nlohmann::json::array();
+    for (int s : o.ns_sizes) {
+      const std::int64_t n = s;
+      for (auto prec : {cuda::NewtonSchulzGpu::Precision::BF16, cuda::NewtonSchulzGpu::Precision::F32}) {
+        cuda::NewtonSchulzGpu ns(blas, prec, 5);
+        const bool is_bf16 = prec == cuda::NewtonSchulzGpu::Precision::BF16;
+        auto src = random_device<float>(n * n, 10 + s, 1.f, stream);
+        cuda::DeviceBuffer<float> x(n * n);
+        cuda::DeviceBuffer<bf16d> xb(n * n);
+        const double ms = time_ms(
+            [&] {
+              if (is_bf16) {
+                cuda::convert(xb.data(), src.data(), n * n, stream);
+                ns.run(xb.data(), n, n, stream);
+              } else {
+                OS_CUDA_CHECK(cudaMemcpyAsync(x.data(), src.data(), n * n * 4, cudaMemcpyDeviceToDevice, stream));
+                ns.run(x.data(), n, n, stream);
+              }
+            },
+            2, o.repeats, stream);
+        const double tf = ns_gemm_equivalent_flops(n, n, 5) / (ms * 1e-3);
+        const double ratio = tf / (is_bf16 ? gemm_bf16 : gemm_f32);
+        log::info("{:>10} {:>6} {:>10.3f} {:>10.1f} {:>8.3f}", fmt::format("{}x{}", n, n), is_bf16 ? "bf16" : "f32", ms,
+                  tf / 1e12, ratio);
+        rows.push_back({{"n", n}, {"precision", is_bf16 ? "bf16" : "f32"}, {"ms", ms}, {"tflops", tf / 1e12},
+                        {"ratio_to_gemm", ratio}});
+      }
+    }
+    out["ns"] = rows;
+  }
+
+  // ---- GPT-2 training steps in bf16 ----
+  if (want("model")) {
+    Gpt2Config cfg;
+    cfg.L = o.layers;
+    cfg.C = o.channels;
+    cfg.NH = std::max(1, o.channels / 64);
+    cfg.V = o.vocab;
+    cfg.Vp = o.vocab_padded;
+    cfg.maxT = o.seq_len;
+    cfg.origin = "bench gpu";
+    cfg.validate();
+    const std::int64_t B = o.batch, T = o.seq_len, N = B * T, P = cfg.num_parameters();
+    const Gpt2Params host = gpt2_random_init(cfg, 1);
+    const Tensor flat = host.flat();
+    cuda::DeviceBuffer<float> master(P), m(P), v(P);
+    master.copy_from_host(flat.data<float>(), static_cast<std::size_t>(P), stream);
+    m.zero(stream);
+    v.zero(stream);
+    cuda::DeviceBuffer<bf16d> params(P), grads(P);
+    cuda::convert(params.data(), master.data(), P, stream);
+    std::map<std::string, std::int64_t> offset;
+    for (const auto& [name, t] : host.named())
+      offset[name] = (static_cast<const std::byte*>(t.raw()) - static_cast<const std::byte*>(flat.raw())) / 4;
+    auto view = [&](cuda::DeviceBuffer<bf16d>& buf) {
+      return [&, b = &buf](const std::string& name) {
+        return Tensor::borrow(b->data() + offset.at(name), host.get(name).shape(), DType::BF16, Device::CUDA);
+      };
+    };
+    const TensorLookup pl = view(params), gl = view(grads);
+    Tensor inputs = Tensor::empty({B, T}, DType::I32), targets = Tensor::empty({B, T}, DType::I32);
+    rng::Stream r(rng::key(7, rng::hash_name("bench-gpu-tokens")));
+    for (std::int64_t i = 0; i < N; ++i) {
+      inputs.data<std::int32_t>()[i] = static_cast<std::int32_t>(r.below(static_cast<std::uint64_t>(cfg.V)));
+      targets.data<std::int32_t>()[i] = static_cast<std::int32_t>(r.below(static_cast<std::uint64_t>(cfg.V)));
+    }
+    Gpt2CudaModel<bf16d> model(cfg, blas, stream);
+    std::int64_t t = 0;
+    double loss = 0;
+    auto step = [&] {
+      grads.zero(stream);
+      model.embedding_forward(embedding_weights(pl), inputs);
+      for (int l = 0; l < cfg.L; ++l) model.block_forward(l, block_weights(pl, l));
+      model.head_forward_async(head_weights(pl), targets);
+      model.head_backward(head_weights(pl), head_weights(gl));
+      for (int l = static_cast<int>(cfg.L) - 1; l >= 0; --l)
+        model.block_backward(l, block_weights(pl, l), block_weights(gl, l));
+      model.embedding_backward(embedding_weights(gl));
+      cuda::adamw_update<bf16d>(master.data(), params.data(), grads.data(), m.data(), v.data(), P,
+                                cuda::adamw_scalars(3e-4, 0.9, 0.95, 1e-8, 0.1, ++t), stream);
+      loss = model.mean_loss();  // the trainer reads each step's loss: part of the step
+      stream.synchronize();
+    };
+    for (int i = 0; i < 2; ++i) step();
+    std::vector<double> times;
+    for (int i = 0; i < o.repeats; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      step();
+      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    const double s = median(times);
+    const double tok_s = static_cast<double>(N) / s;
+    const double flops_per_token = 6.0 * static_cast<double>(P) + 6.0 * cfg.L * cfg.C * T;
+    const double achieved = tok_s * flops_per_token;
+    const double peak = nominal_bf16_peak(prop.name);
+    log::info("# GPT-2 {} ({:.1f} M parameters), B={} T={}, bf16 (fp32 master weights, AdamW), one GPU; "
+              "flops/token = 6N + 6·L·C·T = {:.3g}", cfg.describe(), P / 1e6, B, T, flops_per_token);
+    log::info("model step {:.2f} ms, {:.0f} tokens/s, {:.1f} TFLOP/s = {:.3f} of this GPU's measured bf16 GEMM rate{}; "
+              "activations {:.2f} GiB; loss {:.4f}",
+              s * 1e3, tok_s, achieved / 1e12, achieved / gemm_bf16,
+              peak > 0 ? fmt::format(", MFU {:.1f}% of the nominal {:.0f} TFLOP/s", 100 * achieved / peak, peak / 1e12) : "",
+              model.activation_bytes() / double(1 << 30), loss);
+    out["model"] = {{"config", cfg.describe()}, {"B", B}, {"T", T}, {"parameters", P}, {"step_ms", s * 1e3},
+                    {"tokens_per_s", tok_s}, {"tflops", achieved / 1e12}, {"ratio_to_gemm", achieved / gemm_bf16},
+                    {"mfu_nominal", peak > 0 ? achieved / peak : 0.0}, {"loss", loss}};
+  }
+  if (!o.json_path.empty()) {
+    std::ofstream f(o.json_path);
+    if (!f) throw UsageError("bench gpu: cannot write " + o.json_path);
+    f << out.dump(2) << "\n";
+  }
+  return 0;
+}
+#endif
+
+}  // namespace orthoshard
