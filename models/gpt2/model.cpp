@@ -81,21 +81,21 @@ template <typename T> void Gpt2Model<T>::set_batch(std::int64_t B, std::int64_t 
   logits_are_grad_ = false;
 }
 
-template <typename T> void Gpt2Model<T>::check_tokens(const Tensor& tokens, const char* what) const {
+void check_gpt2_tokens(const Tensor& tokens, std::int64_t V, const char* what) {
   if (tokens.dtype() != DType::I32 || tokens.ndim() != 2 || !tokens.is_contiguous() || tokens.dim(0) <= 0 ||
-      tokens.dim(1) <= 0)
-    throw UsageError(fmt::format("GPT-2 {}: expected an i32 (B, T) tensor, got {}", what, tokens.describe()));
+      tokens.dim(1) <= 0 || tokens.device() != Device::CPU)
+    throw UsageError(fmt::format("GPT-2 {}: expected a host i32 (B, T) tensor, got {}", what, tokens.describe()));
   const std::int32_t* p = tokens.data<std::int32_t>();
   const std::int64_t Tn = tokens.dim(1);
   for (std::int64_t i = 0; i < tokens.numel(); ++i)
-    if (p[i] < 0 || p[i] >= cfg_.V)
+    if (p[i] < 0 || p[i] >= V)
       throw UsageError(fmt::format("GPT-2 {}: token {} at (b={}, t={}) is outside the vocabulary [0, {})", what,
-                                   p[i], i / Tn, i % Tn, cfg_.V));
+                                   p[i], i / Tn, i % Tn, V));
 }
 
 template <typename T> void Gpt2Model<T>::embedding_forward(const EmbeddingWeights& w, const Tensor& inputs) {
   check_unit(w, cfg_, dtype_of<T>(), "embedding forward");
-  check_tokens(inputs, "inputs");
+  check_gpt2_tokens(inputs, cfg_.V, "inputs");
   set_batch(inputs.dim(0), inputs.dim(1));
   std::copy_n(inputs.data<std::int32_t>(), inputs.numel(), inputs_.data<std::int32_t>());
   have_targets_ = false;
@@ -177,7 +177,7 @@ template <typename T> double Gpt2Model<T>::head_forward(const HeadWeights& w, co
     ops::cross_entropy_forward(ptr<T>(losses_), ptr<T>(lse_), ptr<T>(logits_), nullptr, N, V, Vp);
     return std::numeric_limits<double>::quiet_NaN();
   }
-  check_tokens(targets, "targets");
+  check_gpt2_tokens(targets, cfg_.V, "targets");
   if (targets.dim(0) != B_ || targets.dim(1) != T_)
     throw UsageError(fmt::format("GPT-2 targets {} do not match the inputs (B={}, T={})", shape_str(targets.shape()),
                                  B_, T_));

@@ -25,6 +25,10 @@ struct Gpt2Profile {
   void reset() { *this = Gpt2Profile{enabled}; }
 };
 
+// Throws a UsageError naming `what` unless `tokens` is a contiguous host i32 (B, T) tensor with every token in
+// [0, V) (the CPU and GPU models check their inputs and targets with it).
+void check_gpt2_tokens(const Tensor& tokens, std::int64_t V, const char* what);
+
 template <typename T>
 class Gpt2Model {
  public:
@@ -60,7 +64,6 @@ class Gpt2Model {
   Gpt2Profile& profile() { return profile_; }
 
  private:
-  void check_tokens(const Tensor& tokens, const char* what) const;
 
   Gpt2Config cfg_;
   std::int64_t B_ = 0, T_ = 0;

@@ -224,6 +224,9 @@ template <typename F>
 Request NcclCommunicator::run(const char* what, const void* send, std::size_t send_bytes, void* recv,
                               std::size_t recv_bytes, bool in_recv, bool async, F&& launch) {
   if (pending_ && !pending_->ops.empty()) flush_p2p();
+  // Nothing to move on this rank (every rank agrees for the uniform collectives; for the variable-count ones the
+  // peers expect nothing from or for this rank either).
+  if (send_bytes == 0 && recv_bytes == 0) return {};
   const bool host_send = send_bytes > 0 && !is_device_pointer(send);
   const bool host_recv = recv_bytes > 0 && !is_device_pointer(recv);
   const bool host = host_send || host_recv;

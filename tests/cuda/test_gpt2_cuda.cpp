@@ -71,6 +71,19 @@ double rel_err(const double* a, const double* b, std::int64_t n) {
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
+// ‖got − ref‖ / ‖ref‖ over the defined logits (the first V of each row's Vp columns).
+double logits_rel_err(const std::vector<float>& got, const double* ref, std::int64_t rows, std::int64_t V,
+                      std::int64_t Vp) {
+  double num = 0, den = 0;
+  for (std::int64_t n = 0; n < rows; ++n)
+    for (std::int64_t j = 0; j < V; ++j) {
+      const double a = got[n * Vp + j], b = ref[n * Vp + j];
+      num += (a - b) * (a - b);
+      den += b * b;
+    }
+  return std::sqrt(num / den);
+}
+
 // Runs forward + backward on the GPU; returns loss, host logits and host gradients (f64, flat layout).
 template <typename T>
 struct GpuRun {
@@ -146,16 +159,7 @@ void check_against_cpu_f64(double loss_tol, double logit_tol, double grad_tol) {
 
   const GpuRun<T> gpu = run_gpu<T>(p64, inputs, targets);
   EXPECT_NEAR(gpu.loss, ref_loss, loss_tol * ref_loss);
-  std::vector<double> lg(gpu.logits.begin(), gpu.logits.end());
-  // Only the first V columns are defined logits.
-  double num = 0, den = 0;
-  for (std::int64_t n = 0; n < B * Tn; ++n)
-    for (std::int64_t j = 0; j < cfg.V; ++j) {
-      const double a = lg[n * cfg.Vp + j], b = ref_logits.data<double>()[n * cfg.Vp + j];
-      num += (a - b) * (a - b);
-      den += b * b;
-    }
-  EXPECT_LE(std::sqrt(num / den), logit_tol) << "logits";
+  EXPECT_LE(logits_rel_err(gpu.logits, ref_logits.data<double>(), B * Tn, cfg.V, cfg.Vp), logit_tol) << "logits";
   double worst = 0;
   std::string worst_name;
   for (const auto& [name, t] : g64.named()) {
@@ -225,18 +229,9 @@ void reference_case(double loss_tol, double logit_tol, double grad_tol) {
   const double ref_loss = f.double_attr("/", "loss");
   EXPECT_NEAR(gpu.loss, ref_loss, loss_tol * ref_loss);
   const Tensor rl = f.read("/logits", DType::F64);
-  std::vector<double> lg(gpu.logits.begin(), gpu.logits.end());
-  ASSERT_EQ(static_cast<std::int64_t>(lg.size()), rl.numel());
-  // Padded columns (V..Vp) hold whatever the reference wrote: compare the defined ones.
+  ASSERT_EQ(static_cast<std::int64_t>(gpu.logits.size()), rl.numel());
   const Gpt2Config& cfg = p.config();
-  double num = 0, den = 0;
-  for (std::int64_t n = 0; n < rl.numel() / cfg.Vp; ++n)
-    for (std::int64_t j = 0; j < cfg.V; ++j) {
-      const double a = lg[n * cfg.Vp + j], b = rl.data<double>()[n * cfg.Vp + j];
-      num += (a - b) * (a - b);
-      den += b * b;
-    }
-  EXPECT_LE(std::sqrt(num / den), logit_tol) << "logits";
+  EXPECT_LE(logits_rel_err(gpu.logits, rl.data<double>(), rl.numel() / cfg.Vp, cfg.V, cfg.Vp), logit_tol) << "logits";
   // Gradients: the reference stores llm.c's stacked tensors; ours are the same memory as the named views.
   Gpt2Params layout = Gpt2Params::zeros(cfg, DType::F32);
   const std::byte* base = static_cast<const std::byte*>(layout.flat().raw());

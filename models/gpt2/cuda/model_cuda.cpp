@@ -3,6 +3,7 @@
 // GELU_AUX_BIAS / DGELU epilogues where available.
 #include "models/gpt2/cuda/model_cuda.hpp"
 
+#include "models/gpt2/model.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/kernels/cuda/attention.hpp"
 #include "runtime/kernels/cuda/check.hpp"
@@ -114,23 +115,11 @@ template <typename T> std::size_t Gpt2CudaModel<T>::activation_bytes() const {
          b.dsmall.bytes() + b.dbig.bytes() + b.scratch.bytes() + b.attn_ws.bytes();
 }
 
-template <typename T> void Gpt2CudaModel<T>::check_tokens(const Tensor& tokens, const char* what) const {
-  if (tokens.dtype() != DType::I32 || tokens.ndim() != 2 || !tokens.is_contiguous() || tokens.dim(0) <= 0 ||
-      tokens.dim(1) <= 0 || tokens.device() != Device::CPU)
-    throw UsageError(fmt::format("GPT-2 {}: expected a host i32 (B, T) tensor, got {}", what, tokens.describe()));
-  const std::int32_t* p = tokens.data<std::int32_t>();
-  const std::int64_t Tn = tokens.dim(1);
-  for (std::int64_t i = 0; i < tokens.numel(); ++i)
-    if (p[i] < 0 || p[i] >= cfg_.V)
-      throw UsageError(fmt::format("GPT-2 {}: token {} at (b={}, t={}) is outside the vocabulary [0, {})", what,
-                                   p[i], i / Tn, i % Tn, cfg_.V));
-}
-
 template <typename T> void Gpt2CudaModel<T>::embedding_forward(const EmbeddingWeights& w, const Tensor& inputs) {
   const std::int64_t C = cfg_.C;
   T* wte = dev<T>(w.wte, {cfg_.Vp, C}, "embedding forward", "wte");
   T* wpe = dev<T>(w.wpe, {cfg_.maxT, C}, "embedding forward", "wpe");
-  check_tokens(inputs, "inputs");
+  check_gpt2_tokens(inputs, cfg_.V, "inputs");
   set_batch(inputs.dim(0), inputs.dim(1));
   Buffers& b = *buf_;
   const std::int64_t N = B_ * T_;
@@ -199,7 +188,7 @@ template <typename T> void Gpt2CudaModel<T>::head_forward_async(const HeadWeight
     cuda::cross_entropy_forward<T>(b.losses.data(), b.lse.data(), b.logits.data(), nullptr, N, V, Vp, stream_);
     return;
   }
-  check_tokens(targets, "targets");
+  check_gpt2_tokens(targets, cfg_.V, "targets");
   if (targets.dim(0) != B_ || targets.dim(1) != T_)
     throw UsageError(fmt::format("GPT-2 targets {} do not match the inputs (B={}, T={})", shape_str(targets.shape()),
                                  B_, T_));

@@ -61,7 +61,6 @@ class Gpt2CudaModel {
 
  private:
   struct Buffers;
-  void check_tokens(const Tensor& tokens, const char* what) const;
 
   Gpt2Config cfg_;
   cuda::Blas& blas_;
