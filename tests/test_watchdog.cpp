@@ -34,8 +34,8 @@ struct Fatal {
 
 TEST(CommWatchdog, CompletedOpsAreForgottenWithoutFiring) {
   Fatal f;
+  std::atomic<bool> done{false};  // before the watchdog: its thread may read it until the watchdog is gone
   CommWatchdog w("nccl (rank 0 of 2)", 0.3, f.handler(), 10ms);
-  std::atomic<bool> done{false};
   w.watch("all_gather of 1.00 MiB", [&] { return done.load(); });
   const std::uint64_t init = w.watch("initialisation");
   EXPECT_EQ(w.in_flight(), 2u);
@@ -70,9 +70,9 @@ TEST(CommWatchdog, AnOpPastTheTimeoutEndsTheJobOnceNamingIt) {
 
 TEST(CommWatchdog, AFailingHealthCheckEndsTheJobBeforeAnyTimeout) {
   Fatal f;
+  std::atomic<bool> broken{false};
   CommWatchdog w("nccl (rank 0 of 2)", 0, f.handler(), 10ms);  // no timeout at all
   w.watch("all_gather of 2.00 MiB", [] { return false; });
-  std::atomic<bool> broken{false};
   w.set_health_check([&]() -> std::string { return broken ? "nccl (rank 0): asynchronous error remote process exited" : ""; });
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(f.calls, 0) << "timeout 0 never fires on time";

@@ -184,7 +184,11 @@ NcclCommunicator::NcclCommunicator(std::unique_ptr<MpiCommunicator> mpi, int dev
   OS_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
   OS_NCCL_CHECK(ncclCommInitRank(&comm_, n, id, me));
   watchdog_->forget(init);
-  watchdog_->set_health_check([this, me]() -> std::string {
+  watchdog_->set_health_check([this, me, selected = false]() mutable -> std::string {
+    if (!selected) {  // the watchdog thread queries our events: on our GPU, not a new context on GPU 0
+      if (cudaSetDevice(device_) != cudaSuccess) return fmt::format("nccl (rank {}): cudaSetDevice({}) failed", me, device_);
+      selected = true;
+    }
     ncclResult_t async = ncclSuccess;
     if (ncclCommGetAsyncError(comm_, &async) != ncclSuccess) return fmt::format("nccl (rank {}): ncclCommGetAsyncError failed", me);
     if (async == ncclSuccess || async == ncclInProgress) return {};
@@ -212,7 +216,9 @@ std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key) const 
   auto* m = dynamic_cast<MpiCommunicator*>(sub.get());
   OS_CHECK(m != nullptr, "NcclCommunicator::split: MPI split returned a {} communicator", sub->backend());
   sub.release();
-  return std::make_unique<NcclCommunicator>(std::unique_ptr<MpiCommunicator>(m), device_, opt_);
+  auto child = std::make_unique<NcclCommunicator>(std::unique_ptr<MpiCommunicator>(m), device_, opt_);
+  child->set_compute_stream(compute_);
+  return child;
 }
 
 void NcclCommunicator::synchronize() {
@@ -254,16 +260,18 @@ Request NcclCommunicator::run(const char* what, const void* send, std::size_t se
     dsend = d;
   }
   launch(dsend, drecv, stream_);
-  if (host_recv) {
-    OS_CUDA_CHECK(cudaMemcpyAsync(recv, drecv, recv_bytes, cudaMemcpyDeviceToHost, stream_));
-    stats_.staged_bytes += recv_bytes;
-  }
+  // Watched from here: the copy back into pageable host memory below blocks until the op is done.
   auto done = std::make_shared<DoneEvent>();
   OS_CUDA_CHECK(cudaEventRecord(done->e, stream_));
   watchdog_->watch(fmt::format("{} of {}", what, mib(std::max(send_bytes, recv_bytes))),
                    [done] { return done->done(); });
   if (host) {
     OS_CUDA_CHECK(cudaEventSynchronize(done->e));  // host buffers: complete on return (the watchdog guards this)
+    if (host_recv) {
+      OS_CUDA_CHECK(cudaMemcpyAsync(recv, drecv, recv_bytes, cudaMemcpyDeviceToHost, stream_));
+      OS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      stats_.staged_bytes += recv_bytes;
+    }
     return {};
   }
   if (!async) {
@@ -410,20 +418,16 @@ void check_tag(int tag) {
 }
 }  // namespace
 
+// Blocking send/recv join the deferred point-to-point ops (so send_async(next) + recv(prev) completes, as
+// with MPI), then wait for the group.
 void NcclCommunicator::send(const void* buf, std::size_t count, DType dt, int dest, int tag) {
-  check_tag(tag);
-  const std::size_t b = count * dtype_size(dt);
-  run("send", buf, b, nullptr, 0, false, false, [&](const void* s, void*, cudaStream_t st) {
-    OS_NCCL_CHECK(ncclSend(s, count, nccl_type(dt), dest, comm_, st));
-  });
+  Request r = p2p_async(true, const_cast<void*>(buf), count, dt, dest, tag);
+  r.wait();
 }
 
 void NcclCommunicator::recv(void* buf, std::size_t count, DType dt, int src, int tag) {
-  check_tag(tag);
-  const std::size_t b = count * dtype_size(dt);
-  run("recv", nullptr, 0, buf, b, false, false, [&](const void*, void* r, cudaStream_t st) {
-    OS_NCCL_CHECK(ncclRecv(r, count, nccl_type(dt), src, comm_, st));
-  });
+  Request r = p2p_async(false, buf, count, dt, src, tag);
+  r.wait();
 }
 
 namespace {
@@ -436,12 +440,14 @@ class P2PPending final : public PendingOp {
         compute_(compute) {}
   bool test() override {
     if (!*launched_) flush_();
+    check_launched();
     if (!(*done_)->done()) return false;
     finish();
     return true;
   }
   void wait() override {
     if (!*launched_) flush_();
+    check_launched();
     if (after_) {
       OS_CUDA_CHECK(cudaEventSynchronize((*done_)->e));  // host buffer: copy out needs the data
       finish();
@@ -451,6 +457,9 @@ class P2PPending final : public PendingOp {
   }
 
  private:
+  void check_launched() const {
+    OS_CHECK(*launched_ && *done_, "nccl: the point-to-point group of this request failed to launch");
+  }
   void finish() {
     if (after_) {
       auto f = std::move(after_);
@@ -487,7 +496,7 @@ Request NcclCommunicator::p2p_async(bool is_send, void* buf, std::size_t count, 
     void* d = nullptr;
     OS_CUDA_CHECK(cudaMalloc(&d, bytes));
     auto holder = std::shared_ptr<void>(d, [](void* p) { (void)cudaFree(p); });
-    if (is_send) OS_CUDA_CHECK(cudaMemcpy(d, buf, bytes, cudaMemcpyHostToDevice));
+    if (is_send) OS_CUDA_CHECK(cudaMemcpyAsync(d, buf, bytes, cudaMemcpyHostToDevice, stream_));
     stats_.staged_bytes += bytes;
     dbuf = d;
     after = [holder, buf, bytes, is_send] {

@@ -42,7 +42,9 @@ std::unique_ptr<Communicator> StagedCommunicator::split(int color, int key) cons
   auto* m = dynamic_cast<MpiCommunicator*>(sub.get());
   OS_CHECK(m != nullptr, "StagedCommunicator::split: MPI split returned a {} communicator", sub->backend());
   sub.release();
-  return std::make_unique<StagedCommunicator>(std::unique_ptr<MpiCommunicator>(m), device_);
+  auto child = std::make_unique<StagedCommunicator>(std::unique_ptr<MpiCommunicator>(m), device_);
+  child->set_compute_stream(compute_);
+  return child;
 }
 
 void StagedCommunicator::synchronize() { OS_CUDA_CHECK(cudaStreamSynchronize(compute_)); }

@@ -8,6 +8,7 @@
 #include "models/random.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/io/h5file.hpp"
+#include "runtime/kernels/cuda/check.hpp"
 #include "runtime/kernels/cuda/device.hpp"
 
 #include <gtest/gtest.h>
@@ -45,6 +46,7 @@ struct DeviceParams {
     for (std::int64_t i = 0; i < f.numel(); ++i)
       h[i] = static_cast<T>(f.dtype() == DType::F64 ? static_cast<float>(f.data<double>()[i]) : f.data<float>()[i]);
     flat.copy_from_host(h, nullptr);
+    OS_CUDA_CHECK(cudaStreamSynchronize(nullptr));  // the model runs on another (non-blocking) stream
     const std::size_t es = dtype_size(f.dtype());
     for (const auto& [name, t] : host.named()) {
       const std::int64_t off =
