@@ -16,14 +16,6 @@ int pick_device(int local_rank, int visible_devices) {
   return visible_devices == 1 ? 0 : local_rank % visible_devices;
 }
 
-bool nccl_available() {
-#if ORTHOSHARD_HAVE_NCCL
-  return true;
-#else
-  return false;
-#endif
-}
-
 std::unique_ptr<DeviceCommunicator> make_device_communicator(const MpiCommunicator& world, DeviceCommKind kind,
                                                              DeviceCommOptions opt) {
   const cuda::DeviceQuery q = cuda::query_devices();

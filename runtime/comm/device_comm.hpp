@@ -16,9 +16,6 @@ enum class DeviceCommKind { Nccl, MpiStaged };
 // rank's index on its node modulo the number of visible GPUs.
 int pick_device(int local_rank, int visible_devices);
 
-// True when this build has the NCCL backend.
-bool nccl_available();
-
 // Collective over `world`. Selects the device (cudaSetDevice) and returns a communicator over a duplicate of
 // `world`. Fails with one line (UsageError) when this rank sees no GPU, when NCCL is asked for but not built,
 // or when NCCL would put two ranks on one GPU.
