@@ -59,10 +59,15 @@ int main(int argc, char** argv) {
   ReplayOptions replay_opt;
   auto* replay = app.add_subcommand("replay", "Run an optimizer trace and compare with the reference after every step");
   replay->add_option("trace", replay_opt.trace, "Trace file (HDF5, orthoshard.optim-trace)")->required();
-  replay->add_option("--precision", replay_opt.precision, "f32 or f64")->check(CLI::IsMember({"f32", "f64"}))
-      ->capture_default_str();
-  replay->add_option("--tolerance", replay_opt.tolerance, "Largest accepted error (default 1e-4 f32, 1e-10 f64)")
+  replay->add_option("--precision", replay_opt.precision, "f32, f64 (cpu) or bf16 (cuda: Newton-Schulz in bf16)")
+      ->check(CLI::IsMember({"f32", "f64", "bf16"}))->capture_default_str();
+  replay->add_option("--tolerance", replay_opt.tolerance,
+                     "Largest accepted error (default 1e-4 f32, 1e-10 f64, 2e-2 bf16)")
       ->check(CLI::NonNegativeNumber);
+  replay->add_option("--backend", replay_opt.backend, "cpu, or cuda (the GPU optimizer, one GPU per rank)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  replay->add_option("--comm", replay_opt.comm, "With --backend cuda: nccl, or mpi (host staging; ranks may share a GPU)")
+      ->check(CLI::IsMember({"nccl", "mpi"}))->capture_default_str();
   replay->add_option("--ortho-scheme", replay_opt.ortho_scheme, "Distributed orthogonalization: auto, owner, gram")
       ->check(CLI::IsMember({"auto", "owner", "gram"}))->capture_default_str();
 

@@ -1,8 +1,12 @@
 // Trace replay (format: ../shared/testdata/optim/README.md). err = ‖W − expected‖_F / ‖expected − initial‖_F.
 #include "launch/replay.hpp"
+#if ORTHOSHARD_HAVE_CUDA
+#include "launch/replay_cuda.hpp"
+#endif
 
 #include "optim/optimizer.hpp"
 #include "runtime/core/error.hpp"
+#include "runtime/fsdp/row_sharding.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/io/h5file.hpp"
 
@@ -43,20 +47,40 @@ Tensor convert(const double* src, const Shape& shape, DType dt) {
 }
 
 // "owner" / "gram" / "owner+gram" with the imbalance of the plan.
-std::string describe_plan(const Optimizer& o) {
+std::string describe_plan(const OrthoPlan& plan) {
   bool owner = false, gram = false;
-  for (const auto& t : o.plan().tasks) (t.gram ? gram : owner) = true;
+  for (const auto& t : plan.tasks) (t.gram ? gram : owner) = true;
   if (!owner && !gram) return "none";
   return fmt::format("{}{}{}", owner ? "owner" : "", owner && gram ? "+" : "", gram ? "gram" : "");
 }
 
+// The CPU optimizer on host shards (f32 or f64).
+class CpuReplay final : public ReplayStepper {
+ public:
+  CpuReplay(const OptimConfig& cfg, std::vector<ParamSpec> specs, DType dt, Communicator& comm)
+      : optim_(cfg, std::move(specs), dt, &comm) {}
+  void step(std::vector<Tensor>& params, const std::vector<Tensor>& grads) override { optim_.step(params, grads); }
+  const OrthoPlan& plan() const override { return optim_.plan(); }
+
+ private:
+  Optimizer optim_;
+};
+
 }  // namespace
 
 int run_replay(Communicator& comm, const ReplayOptions& opt) {
-  if (opt.precision != "f32" && opt.precision != "f64")
-    throw UsageError("--precision: '" + opt.precision + "' is not f32 or f64");
-  const DType dt = opt.precision == "f32" ? DType::F32 : DType::F64;
-  const double tol = opt.tolerance >= 0 ? opt.tolerance : (dt == DType::F32 ? 1e-4 : 1e-10);
+  if (opt.backend != "cpu" && opt.backend != "cuda")
+    throw UsageError("--backend: '" + opt.backend + "' is not cpu or cuda");
+  const bool on_gpu = opt.backend == "cuda";
+  if (opt.precision != "f32" && opt.precision != "f64" && opt.precision != "bf16")
+    throw UsageError("--precision: '" + opt.precision + "' is not f32, f64 or bf16");
+  if (on_gpu && opt.precision == "f64")
+    throw UsageError("--precision f64 runs on the CPU only; with --backend cuda use f32 or bf16");
+  if (!on_gpu && opt.precision == "bf16")
+    throw UsageError("--precision bf16 (Newton-Schulz in bf16) needs --backend cuda");
+  const bool bf16 = opt.precision == "bf16";
+  const DType dt = opt.precision == "f64" ? DType::F64 : DType::F32;  // of the shards (bf16: f32 state)
+  const double tol = opt.tolerance >= 0 ? opt.tolerance : bf16 ? 2e-2 : (dt == DType::F32 ? 1e-4 : 1e-10);
 
   H5File f = H5File::open_read(opt.trace);
   const std::string& path = f.path();
@@ -109,14 +133,25 @@ int run_replay(Communicator& comm, const ReplayOptions& opt) {
   OS_CHECK(!tps.empty(), "'{}': the trace has no parameters under /params", path);
 
   // Every rank holds its rows of each parameter, exactly as in training (sharded optimizer path).
-  Optimizer optim(cfg, specs, dt, &comm);
   std::vector<Tensor> params, grads;
+  std::vector<Shape> local_shape(tps.size());
   std::vector<std::int64_t> offset(tps.size());  // first element of this rank's rows
   for (std::size_t i = 0; i < tps.size(); ++i) {
-    const RowRange rows = optim.local_rows(i);
+    const RowRange rows = shard_rows(tps[i].initial.dim(0), comm.size(), comm.rank());
     const std::int64_t per_row = tps[i].initial.dim(0) ? tps[i].initial.numel() / tps[i].initial.dim(0) : 0;
     offset[i] = rows.begin * per_row;
-    params.push_back(convert(tps[i].initial.data<double>() + offset[i], optim.local_shape(i), dt));
+    local_shape[i] = shard_shape(tps[i].initial.shape(), comm.size(), comm.rank());
+    params.push_back(convert(tps[i].initial.data<double>() + offset[i], local_shape[i], dt));
+  }
+  std::unique_ptr<ReplayStepper> stepper;
+  if (on_gpu) {
+#if ORTHOSHARD_HAVE_CUDA
+    stepper = make_cuda_replay(comm, cfg, specs, params, bf16, opt.comm);
+#else
+    throw UsageError("--backend cuda: this build has no CUDA backend (CMake found no nvcc)");
+#endif
+  } else {
+    stepper = std::make_unique<CpuReplay>(cfg, specs, dt, comm);
   }
   std::vector<double> worst(tps.size(), 0.0);
   std::vector<std::int64_t> worst_step(tps.size(), 0);
@@ -124,9 +159,9 @@ int run_replay(Communicator& comm, const ReplayOptions& opt) {
     grads.clear();
     for (std::size_t i = 0; i < tps.size(); ++i) {
       const std::int64_t n = tps[i].initial.numel();
-      grads.push_back(convert(tps[i].grads.data<double>() + t * n + offset[i], optim.local_shape(i), dt));
+      grads.push_back(convert(tps[i].grads.data<double>() + t * n + offset[i], local_shape[i], dt));
     }
-    optim.step(params, grads);
+    stepper->step(params, grads);
     std::vector<double> sq(2 * tps.size());
     for (std::size_t i = 0; i < tps.size(); ++i) {
       const std::int64_t n = tps[i].initial.numel();
@@ -144,8 +179,9 @@ int run_replay(Communicator& comm, const ReplayOptions& opt) {
   }
 
   log::info("replay {}: {} from {}", path, optimizer, reference);
-  log::info("  {} steps, precision {}, tolerance {:.0e}, {} rank(s), orthogonalization {}", steps, opt.precision,
-            tol, comm.size(), describe_plan(optim));
+  log::info("  {} steps, precision {}, tolerance {:.0e}, {} rank(s), orthogonalization {}, backend {}", steps,
+            opt.precision, tol, comm.size(), describe_plan(stepper->plan()),
+            on_gpu ? fmt::format("cuda ({}{})", opt.comm, bf16 ? ", Newton-Schulz in bf16" : "") : "cpu");
   log::info("  {:<12} {:<7} {:<19} {:<10} {:>11} {:>5}", "param", "role", "rule", "shape", "worst err", "step");
   int failed = 0;
   for (std::size_t i = 0; i < tps.size(); ++i) {

@@ -2,7 +2,8 @@
 # Runs orthoshard's GPU checks on the GPU machine from the kit made by tests/gpu/make-kit.sh; logs go to
 # $OUT (or ./gpu-logs). Prints a short summary last. Steps: environment, CUDA kernel tests, GPT-2 on the GPU
 # against the CPU model and the shared reference case, `orthoshard bench gpu`, device-buffer
-# communicators at 1-4 ranks (NCCL needs a GPU per rank: on one GPU only its 1-rank run does not skip).
+# communicators at 1-4 ranks (NCCL needs a GPU per rank: on one GPU only its 1-rank run does not skip), every
+# optimizer trace through the GPU optimizer.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -30,6 +31,29 @@ step() {  # step NAME COMMAND...: runs, logs to $out/NAME.log, records pass/fail
 step cuda_kernels "$KIT/bin/test_cuda"
 step gpt2_cuda "$KIT/bin/test_gpt2_cuda"
 for np in 1 2 3 4; do step "device_comm_np$np" mpirun -np "$np" "$KIT/bin/test_device_comm"; done
+# Every optimizer trace through the GPU optimizer: bf16 Newton-Schulz (2e-2) and f32 (1e-4); NCCL at 1 rank,
+# staged MPI at 2-4 ranks (they share the GPU). Lines in gtest's format so step() counts them.
+replays() {
+  local trace prec run comm np
+  for trace in adamw muon normuon conda; do
+    for prec in bf16 f32; do
+      for run in nccl:1 mpi:1 mpi:2 mpi:3 mpi:4; do
+        comm=${run%:*}; np=${run#*:}
+        echo "== $trace $prec $comm np$np"
+        local log
+        log=$(mpirun -np "$np" "$KIT/bin/orthoshard" replay "$ORTHOSHARD_TESTDATA/optim/$trace.h5" --backend cuda \
+                --precision "$prec" --comm "$comm" 2>&1)
+        echo "$log"
+        if grep -q '^PASS' <<<"$log"; then
+          echo "[       OK ] replay_${trace}_${prec}_${comm}_np$np"
+        else
+          echo "[  FAILED  ] replay_${trace}_${prec}_${comm}_np$np (see above)"
+        fi
+      done
+    done
+  done 2>&1
+}
+step replay_cuda replays
 # Numbers: GEMM rates, Newton-Schulz against them, GPT-2 124M bf16 training steps (B=8, T=1024).
 step bench_gpu "$KIT/bin/orthoshard" bench gpu --json "$out/bench_gpu.json"
 echo "---- environment ----"; cat "$out/env.log" | head -20

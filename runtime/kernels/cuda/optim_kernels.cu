@@ -124,6 +124,44 @@ __global__ void normuon_rows_kernel(T* o, std::int64_t n, float* v, float beta2,
   }
 }
 
+__global__ void conda_momentum_kernel(float* mom, const float* g, std::int64_t n, float b1) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x)
+    mom[i] = b1 * mom[i] + (1.f - b1) * g[i];
+}
+
+__global__ void conda_normalize_kernel(float* v, const float* gt, const float* mt, float* out, std::int64_t n, float b2,
+                                       float eps) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x) {
+    const float vi = b2 * v[i] + (1.f - b2) * gt[i] * gt[i];
+    v[i] = vi;
+    out[i] = mt[i] / (sqrtf(vi) + eps);
+  }
+}
+
+__global__ void conda_apply_kernel(float* w, bf16* copy, const float* upd, std::int64_t n, float step, float keep) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x) {
+    float wi = w[i] - step * upd[i];
+    wi *= keep;
+    w[i] = wi;
+    if (copy) copy[i] = __float2bfloat16_rn(wi);
+  }
+}
+
+__global__ void conda_plain_kernel(float* w, bf16* copy, const float* g, float* mom, float* v, std::int64_t n, float b1,
+                                   float b2, float eps, float step, float keep) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x) {
+    const float gi = g[i];
+    const float mi = b1 * mom[i] + (1.f - b1) * gi;
+    const float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+    float wi = w[i] - step * (mi / (sqrtf(vi) + eps));
+    wi *= keep;
+    mom[i] = mi;
+    v[i] = vi;
+    w[i] = wi;
+    if (copy) copy[i] = __float2bfloat16_rn(wi);
+  }
+}
+
 template <typename T>
 __global__ void add_diagonal_kernel(T* a, std::int64_t r, float value) {
   for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < r; i += std::int64_t(gridDim.x) * blockDim.x)
@@ -222,6 +260,37 @@ void normuon_normalize_rows(T* o, std::int64_t rows, std::int64_t n, float* v, d
   OS_CUDA_REQUIRE(rows < (std::int64_t(1) << 31), "normuon_normalize_rows: too many rows");
   normuon_rows_kernel<<<static_cast<unsigned>(rows), kReduceThreads, 0, stream>>>(o, n, v, static_cast<float>(beta2),
                                                                                   ss_before, ss_after);
+  OS_CUDA_CHECK_LAUNCH();
+}
+
+void conda_momentum(float* mom, const float* g, std::int64_t n, double beta1, cudaStream_t stream) {
+  if (n <= 0) return;
+  conda_momentum_kernel<<<blocks_for(n), kThreads, 0, stream>>>(mom, g, n, static_cast<float>(beta1));
+  OS_CUDA_CHECK_LAUNCH();
+}
+
+void conda_normalize(float* v, const float* gt, const float* mt, float* out, std::int64_t n, double beta2, double eps,
+                     cudaStream_t stream) {
+  if (n <= 0) return;
+  conda_normalize_kernel<<<blocks_for(n), kThreads, 0, stream>>>(v, gt, mt, out, n, static_cast<float>(beta2),
+                                                                 static_cast<float>(eps));
+  OS_CUDA_CHECK_LAUNCH();
+}
+
+void conda_apply(float* w, bf16* param_copy, const float* upd, std::int64_t n, double step, double lr,
+                 double weight_decay, cudaStream_t stream) {
+  if (n <= 0) return;
+  conda_apply_kernel<<<blocks_for(n), kThreads, 0, stream>>>(w, param_copy, upd, n, static_cast<float>(step),
+                                                             static_cast<float>(1.0 - lr * weight_decay));
+  OS_CUDA_CHECK_LAUNCH();
+}
+
+void conda_plain_update(float* w, bf16* param_copy, const float* g, float* mom, float* v, std::int64_t n, double beta1,
+                        double beta2, double eps, double step, double lr, double weight_decay, cudaStream_t stream) {
+  if (n <= 0) return;
+  conda_plain_kernel<<<blocks_for(n), kThreads, 0, stream>>>(
+      w, param_copy, g, mom, v, n, static_cast<float>(beta1), static_cast<float>(beta2), static_cast<float>(eps),
+      static_cast<float>(step), static_cast<float>(1.0 - lr * weight_decay));
   OS_CUDA_CHECK_LAUNCH();
 }
 

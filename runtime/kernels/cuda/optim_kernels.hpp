@@ -57,6 +57,20 @@ template <typename T>
 void normuon_normalize_rows(T* o, std::int64_t rows, std::int64_t n, float* v, double beta2, double* ss_before,
                             double* ss_after, cudaStream_t stream);
 
+// ---- Conda pieces (optim/rules.hpp; fp32 state and parameters) ----
+// mom ← β₁ mom + (1−β₁) g.   (conda_momentum)
+void conda_momentum(float* mom, const float* g, std::int64_t n, double beta1, cudaStream_t stream);
+// v ← β₂ v + (1−β₂) gt²; out = mt / (sqrt(v) + eps), over the projected shape.   (conda_normalize)
+void conda_normalize(float* v, const float* gt, const float* mt, float* out, std::int64_t n, double beta2, double eps,
+                     cudaStream_t stream);
+// w ← w − step·upd; w ← w·(1 − lr·λ); param_copy (nullable) ← bf16(w).   (conda_apply)
+void conda_apply(float* w, bf16* param_copy, const float* upd, std::int64_t n, double step, double lr,
+                 double weight_decay, cudaStream_t stream);
+// Conda's plain (vector) rule: conda_momentum, then v ← β₂ v + (1−β₂) g², w ← w − step·(mom / (sqrt(v) + eps)),
+// w ← w·(1 − lr·λ); param_copy (nullable) ← bf16(w).   (conda_plain_step; step = conda_step_size)
+void conda_plain_update(float* w, bf16* param_copy, const float* g, float* mom, float* v, std::int64_t n, double beta1,
+                        double beta2, double eps, double step, double lr, double weight_decay, cudaStream_t stream);
+
 // ---- Newton-Schulz / SVD helpers ----
 // x ← x · float(1 / (sqrt(*sumsq) + eps)), the norm read on the device (no host round trip).
 template <typename T>
