@@ -594,9 +594,14 @@ std::int64_t Checkpointer::resume() {
   return info.step;
 }
 
+bool Checkpointer::due(std::int64_t steps_done) const {
+  const CheckpointSection& c = t_.cfg.checkpoint;
+  return c.every > 0 && (steps_done % c.every == 0 || steps_done == t_.cfg.train.steps);
+}
+
 void Checkpointer::after_step(std::int64_t steps_done) {
   const CheckpointSection& c = t_.cfg.checkpoint;
-  if (c.every <= 0 || (steps_done % c.every != 0 && steps_done != t_.cfg.train.steps)) return;
+  if (!due(steps_done)) return;
   const auto t0 = std::chrono::steady_clock::now();
   const std::int64_t tokens = resumed_tokens_ + (steps_done - resumed_step_) * t_.cfg.tokens_per_step(t_.world.size());
   const SavedCheckpoint saved = save_checkpoint(t_, steps_done, tokens, c.dir, c.keep);

@@ -83,6 +83,8 @@ class Checkpointer {
   // After `steps_done` steps: saves when checkpoint.every > 0 and steps_done is a multiple of it or the
   // last step of the run.
   void after_step(std::int64_t steps_done);
+  // Whether after_step(steps_done) saves (a GPU run copies its state to the host mirrors first).
+  bool due(std::int64_t steps_done) const;
 
  private:
   CheckpointTarget t_;

@@ -3,6 +3,9 @@
 // on the last micro-batch reduce-scatter the unit's gradient while the next unit computes); then the
 // global gradient norm (clipping), the NaN policy, and the sharded optimizer step.
 #include "launch/train.hpp"
+#if ORTHOSHARD_HAVE_CUDA
+#include "launch/train_cuda.hpp"
+#endif
 
 #include "launch/checkpoint.hpp"
 #include "launch/metrics.hpp"
@@ -43,8 +46,14 @@ std::string eta(double seconds) {
 TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOptions& opt) {
   const int W = world.size(), me = world.rank();
   const auto& tc = cfg.train;
-  if (cfg.runtime.backend != Device::CPU)
-    throw UsageError("runtime.backend = cuda: this build trains on the CPU only (runtime.backend = cpu)");
+  if (cfg.runtime.backend == Device::CUDA) {
+#if ORTHOSHARD_HAVE_CUDA
+    return train_cuda(world, cfg, opt);
+#else
+    throw UsageError("runtime.backend = cuda: this build has no CUDA backend (CMake found no nvcc); use "
+                     "runtime.backend = cpu");
+#endif
+  }
   if (cfg.runtime.comm != CommBackend::Mpi)
     throw UsageError("runtime.comm = nccl needs runtime.backend = cuda; CPU training uses runtime.comm = mpi");
   if (cfg.runtime.threads > 0) {

@@ -347,6 +347,12 @@ const std::vector<KeySpec>& schema() {
     {"runtime", "threads", Kind::Int,
      [](TrainConfig& c, const Value& v) { c.runtime.threads = small_int_at_least(v, 0); },
      [](const TrainConfig& c) { return toml_int(c.runtime.threads); }},
+    {"runtime", "comm_timeout_s", Kind::Float,
+     [](TrainConfig& c, const Value& v) { c.runtime.comm_timeout_s = float_at_least(v, 0.0); },
+     [](const TrainConfig& c) { return toml_float(c.runtime.comm_timeout_s); }},
+    {"runtime", "prefetch", Kind::Int,
+     [](TrainConfig& c, const Value& v) { c.runtime.prefetch = small_int_at_least(v, 0); },
+     [](const TrainConfig& c) { return toml_int(c.runtime.prefetch); }},
   };
   return keys;
 }

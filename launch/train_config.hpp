@@ -79,6 +79,8 @@ struct RuntimeSection {
   DType reduce_dtype = DType::F32;  // what gradient reductions move: f32 | bf16
   bool reshard_after_forward = true;
   int threads = 0;               // CPU threads per rank; 0 = library default
+  double comm_timeout_s = 600;   // cuda: a collective not done after this long ends the job (0 = never)
+  int prefetch = 1;              // cuda: units whose all-gather is started ahead of use (0 = none)
   std::string sharding() const;  // "full" or "hybrid:S"
   bool operator==(const RuntimeSection&) const = default;
 };

@@ -31,4 +31,7 @@ check "missing config file" "nope.toml" --config "$tmp/nope.toml"
 printf 'not a model' > "$tmp/bad.bin"
 check "corrupt model file" "$tmp/bad.bin" --model.init_from="$tmp/bad.bin"
 check "NaN loss stops" "not finite" --optim.name=adamw --optim.lr=1e38
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  check "cuda backend without a GPU" "no CUDA device|no CUDA backend" --runtime.backend=cuda
+fi
 [ "$fails" -eq 0 ] && echo "PASS" || exit 1

@@ -241,6 +241,22 @@ float* DeviceOptimizer::state_buffer(std::size_t param, const std::string& name,
   return p;
 }
 
+void DeviceOptimizer::load_state(std::size_t param, const std::string& name, const Tensor& host) {
+  OS_CHECK(param < specs_.size(), "optimizer: parameter {} of {}", param, specs_.size());
+  OS_CHECK(host.device() == Device::CPU && host.is_contiguous(), "optimizer: state {} of {} must be a host tensor, got {}",
+           name, specs_[param].name, host.describe());
+  if (host.dtype() == DType::I64 && host.ndim() == 0) {
+    states_[param].set_int(name, *host.data<std::int64_t>());
+    return;
+  }
+  OS_CHECK(host.dtype() == DType::F32, "optimizer: state {} of {} must be f32 or a 0-d i64 counter, got {}", name,
+           specs_[param].name, host.describe());
+  float* d = state_buffer(param, name, host.shape());
+  if (host.numel())
+    OS_CUDA_CHECK(cudaMemcpyAsync(d, host.raw(), host.nbytes(), cudaMemcpyHostToDevice, stream_));
+  OS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
 void DeviceOptimizer::step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, double lr_scale,
                            const std::vector<Tensor>& copies) {
   OS_CHECK(params.size() == specs_.size() && grads.size() == specs_.size(),

@@ -50,6 +50,9 @@ class DeviceOptimizer {
   // owns) and host i64 counters (step, conda_basis_step, conda_basis_side).
   ParamState& state(std::size_t i) { return states_.at(i); }
   StateHome state_home(std::size_t param, const std::string& state_name, int* owner = nullptr) const;
+  // Sets a state from a host tensor (checkpoint resume): f32 tensors go to the device (created at that shape,
+  // or overwriting one of the same size), 0-d i64 counters to the host counters. Synchronous.
+  void load_state(std::size_t param, const std::string& state_name, const Tensor& host);
   int rank() const { return rank_; }
   int nranks() const { return nranks_; }
   const OrthoPlan& plan() const { return plan_; }

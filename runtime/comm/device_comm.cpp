@@ -31,7 +31,9 @@ std::unique_ptr<DeviceCommunicator> make_device_communicator(const MpiCommunicat
       throw UsageError(fmt::format("runtime.backend = cuda: no CUDA device on this rank ({})", q.why_none));
     throw UsageError("runtime.backend = cuda: another rank of the job has no CUDA device");
   }
-  const int device = pick_device(mpi->local_rank(), q.count);
+  const int device = opt.device >= 0 ? opt.device : pick_device(mpi->local_rank(), q.count);
+  if (device >= q.count)
+    throw UsageError(fmt::format("runtime.backend = cuda: GPU {} asked for, but this rank sees {}", device, q.count));
   OS_CUDA_CHECK(cudaSetDevice(device));
   if (kind == DeviceCommKind::MpiStaged) return std::make_unique<StagedCommunicator>(std::move(mpi), device);
 #if ORTHOSHARD_HAVE_NCCL

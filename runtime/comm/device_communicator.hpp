@@ -13,6 +13,9 @@ namespace orthoshard {
 
 struct DeviceCommOptions {
   double timeout_s = 600;  // runtime.comm_timeout_s: an op not complete after this long ends the job (0: never)
+  // The GPU to use (< 0: pick_device from the communicator's local rank). Sub-communicators (hybrid sharding)
+  // pass the device chosen for the world, since their local ranks differ from the world's.
+  int device = -1;
 };
 
 // Bytes and ops moved since construction, for benchmarks and the trainer's summary.

@@ -86,8 +86,10 @@ FsdpEngine::FsdpEngine(std::vector<FsdpUnitSpec> units, Communicator& shard, Com
       u->shard_numel = std::max(u->shard_numel, off);
     }
     u->master = Tensor::zeros({u->shard_numel}, DType::F32);
-    u->grad = Tensor::zeros({u->shard_numel}, DType::F32);
-    u->full_grad = Tensor::zeros({u->full_numel}, DType::F32);
+    if (opt_.grad_buffers) {
+      u->grad = Tensor::zeros({u->shard_numel}, DType::F32);
+      u->full_grad = Tensor::zeros({u->full_numel}, DType::F32);
+    }
     if (opt_.param_dtype != DType::F32) u->send = Tensor::zeros({u->shard_numel}, opt_.param_dtype);
     (void)me;
     units_.push_back(std::move(u));
@@ -123,6 +125,7 @@ Tensor FsdpEngine::shard_view(const std::string& param, bool grad) const {
   const Unit& u = *units_[ui];
   const int me = shard_.rank();
   const std::int64_t off = u.block_offset[me][p], rows = u.rows[me][p].rows();
+  OS_CHECK(!grad || opt_.grad_buffers, "fsdp: gradient of {} asked of an engine without gradient buffers", param);
   return (grad ? u.grad : u.master).rows(off, off + rows * u.cols[p]).reshape(local_shape(u.spec.params[p].shape, rows));
 }
 
@@ -230,6 +233,7 @@ Tensor FsdpEngine::full(const std::string& param) const {
 // ---------------- gradients ----------------
 
 void FsdpEngine::zero_grads() {
+  OS_CHECK(opt_.grad_buffers, "fsdp: zero_grads on an engine without gradient buffers");
   for (auto& u : units_) {
     OS_CHECK(!u->reducing, "fsdp: zero_grads while unit {} is still reducing", u->spec.name);
     u->full_grad.fill_zero();
@@ -244,6 +248,7 @@ Tensor FsdpEngine::full_grad(const std::string& param) const {
 }
 
 void FsdpEngine::reduce_grads(std::size_t ui) {
+  OS_CHECK(opt_.grad_buffers, "fsdp: reduce_grads on an engine without gradient buffers");
   Unit& u = unit(ui);
   OS_CHECK(!u.reducing, "fsdp: unit {} reduced twice in one step", u.spec.name);
   const int n = shard_.size();
@@ -287,6 +292,7 @@ void FsdpEngine::finish_reductions() {
 }
 
 double FsdpEngine::clip_grad_norm(double max_norm) {
+  OS_CHECK(opt_.grad_buffers, "fsdp: clip_grad_norm on an engine without gradient buffers");
   double ss = 0;
   for (auto& u : units_) {
     const float* g = u->grad.data<float>();
@@ -307,8 +313,10 @@ FsdpMemory FsdpEngine::memory() const {
   FsdpMemory m;
   for (const auto& u : units_) {
     m.param_shards += u->master.nbytes() + (u->send.defined() ? u->send.nbytes() : 0);
-    m.grad_shards += u->grad.nbytes();
-    m.grad_accumulation += u->full_grad.nbytes();
+    if (opt_.grad_buffers) {
+      m.grad_shards += u->grad.nbytes();
+      m.grad_accumulation += u->full_grad.nbytes();
+    }
   }
   m.gather_peak = gather_peak_;
   m.comm_buffers = comm_peak_;

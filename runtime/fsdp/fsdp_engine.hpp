@@ -34,6 +34,9 @@ struct FsdpOptions {
   // collective runs blocking where it is issued (prefetch does nothing). With MPI on the CPU nothing
   // progresses in the background, and the blocking calls use the faster tuned algorithms.
   bool overlap = true;
+  // false: no gradient buffers at all (an engine that only holds master shards, e.g. the host mirror a GPU
+  // run saves checkpoints through); gradient calls then fail.
+  bool grad_buffers = true;
 };
 
 // Bytes per rank, for the memory report.

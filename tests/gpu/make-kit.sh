@@ -7,7 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$root/build}
-targets=(orthoshard test_cuda test_device_comm test_gpt2_cuda)
+targets=(orthoshard test_cuda test_device_comm test_gpt2_cuda test_train_cuda)
 multiarch=x86_64-linux-gnu
 
 [ -f "$build/CMakeCache.txt" ] || { echo "error: no build in $build (run launch/build.sh first)" >&2; exit 2; }

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs orthoshard's GPU checks on the GPU machine from the kit made by tests/gpu/make-kit.sh; logs go to
-# $OUT (or ./gpu-logs). Prints a short summary last. Steps: environment, CUDA kernel tests, GPT-2 on the GPU
-# against the CPU model and the shared reference case, `orthoshard bench gpu`, device-buffer
-# communicators at 1-4 ranks (NCCL needs a GPU per rank: on one GPU only its 1-rank run does not skip), every
-# optimizer trace through the GPU optimizer.
+# $OUT (or ./gpu-logs). Prints a short summary last.
+#   on-device.sh tests   CUDA kernel tests; GPT-2 on the GPU against the CPU model and the shared reference;
+#                        device-buffer communicators at 1-4 ranks (NCCL needs a GPU per rank: on one GPU only
+#                        its 1-rank run does not skip); every optimizer trace through the GPU optimizer; the
+#                        trainer on the GPU against the CPU trainer, the reference and its own checkpoints
+#   on-device.sh bench   `orthoshard bench gpu`, the PyTorch peer (eager, torch.compile), the trainer on 124M
+#   on-device.sh [all]   both (longer than one 10-minute device command)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -28,6 +31,8 @@ step() {  # step NAME COMMAND...: runs, logs to $out/NAME.log, records pass/fail
   nvidia-smi -L; ldd --version | head -1
   for b in "$KIT"/bin/*; do echo "$b:"; ldd "$b" | grep -E 'not found|cudart|cublas|cusolver|nccl|mpi\.so'; done
 } >"$out/env.log" 2>&1
+mode=${1:-all}  # tests | bench | all (one device command runs at most 10 minutes: call tests, then bench)
+if [ "$mode" != bench ]; then
 step cuda_kernels "$KIT/bin/test_cuda"
 step gpt2_cuda "$KIT/bin/test_gpt2_cuda"
 for np in 1 2 3 4; do step "device_comm_np$np" mpirun -np "$np" "$KIT/bin/test_device_comm"; done
@@ -37,7 +42,7 @@ replays() {
   local trace prec run comm np
   for trace in adamw muon normuon conda; do
     for prec in bf16 f32; do
-      for run in nccl:1 mpi:1 mpi:2 mpi:3 mpi:4; do
+      for run in nccl:1 mpi:2 mpi:3 mpi:4; do
         comm=${run%:*}; np=${run#*:}
         echo "== $trace $prec $comm np$np"
         local log
@@ -54,9 +59,27 @@ replays() {
   done 2>&1
 }
 step replay_cuda replays
+# The trainer on the GPU against the CPU trainer, the GPT-2 reference and its own checkpoints.
+for np in 1 2 3 4; do step "train_cuda_np$np" mpirun -np "$np" "$KIT/bin/test_train_cuda"; done
+fi
+if [ "$mode" != tests ]; then
 # Numbers: GEMM rates, Newton-Schulz against them, GPT-2 124M bf16 training steps (B=8, T=1024).
 step bench_gpu "$KIT/bin/orthoshard" bench gpu --json "$out/bench_gpu.json"
+# The PyTorch peer of its GPT-2 steps (eager and torch.compile; bf16 autocast, fp32 master weights, fused AdamW).
+step torch_peer python3 bench/peers/gpt2_gpu_peer.py --json "$out/torch_peer.json"
+# The whole trainer (FSDP engine, NorMuon with bf16 Newton-Schulz, AdamW for the rest) on GPT-2 124M, one GPU.
+step train_124m "$KIT/bin/orthoshard" train --config launch/configs/gpt2-124m.toml --data.path=builtin:synthetic \
+  --train.steps=30 --train.batch_size=8 --train.grad_accum=1 --train.log_every=5 --train.warmup_steps=0 \
+  --train.metrics="$out/train_124m.jsonl" --checkpoint.every=0 --checkpoint.resume=none
+fi
 echo "---- environment ----"; cat "$out/env.log" | head -20
 echo "---- failures ----"; grep -h -E '^\[  FAILED  \]|Failure|error:' "$out"/*.log | head -40
-echo "---- bench gpu ----"; grep -v '^#' "$out/bench_gpu.log" | tail -12
+if [ "$mode" != tests ]; then
+  echo "---- bench gpu ----"; grep -v '^#' "$out/bench_gpu.log" | tail -12
+  echo "---- pytorch peer ----"; tail -8 "$out/torch_peer.log"
+  echo "---- trainer, GPT-2 124M ----"; grep -E 'memory|step +(5|30)/|done:' "$out/train_124m.log" | tail -6
+fi
+if [ "$mode" != bench ]; then
+  echo "---- measured differences ----"; grep -h -E 'max relative' "$out"/train_cuda_np*.log | sort | uniq | head -20
+fi
 echo "---- summary ----"; printf '%s\n' "${summary[@]}"

@@ -1,0 +1,306 @@
+// The training loop on GPUs (runtime.backend = cuda): the loop of train.cpp over device memory. One GPU per
+// rank; FSDP units gathered on the communication stream (NCCL, or MPI through host staging) `runtime.prefetch`
+// units ahead of use; the model computes in runtime.param_dtype (bf16: fp32 statistics and losses); gradients
+// reduce-scattered in runtime.reduce_dtype into fp32 shards; the optimizer on the GPU with fp32 master shards
+// (Newton-Schulz in param_dtype) writes the bf16 copies the next all-gathers send.
+#include "launch/train_cuda.hpp"
+
+#include "launch/checkpoint.hpp"
+#include "launch/metrics.hpp"
+#include "launch/schedule.hpp"
+#include "models/data/loader.hpp"
+#include "models/data/synthetic.hpp"
+#include "models/data/token_stream.hpp"
+#include "models/gpt2/checkpoint.hpp"
+#include "models/gpt2/cuda/model_cuda.hpp"
+#include "optim/cuda/device_optimizer.hpp"
+#include "runtime/comm/device_comm.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/core/log.hpp"
+#include "runtime/fsdp/cuda/device_fsdp_engine.hpp"
+#include "runtime/kernels/cuda/check.hpp"
+#include "runtime/kernels/cuda/device.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <memory>
+
+namespace orthoshard {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+std::string mib(std::uint64_t bytes) { return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1 << 20)); }
+std::string eta(double seconds) {
+  const auto s = static_cast<std::int64_t>(seconds + 0.5);
+  return s >= 3600 ? fmt::format("{}h{:02}m", s / 3600, (s / 60) % 60) : fmt::format("{}m{:02}s", s / 60, s % 60);
+}
+
+MpiCommunicator& as_mpi(Communicator& c) {
+  auto* m = dynamic_cast<MpiCommunicator*>(&c);
+  OS_CHECK(m != nullptr, "runtime.backend = cuda: needs MPI communicators, got {}", c.backend());
+  return *m;
+}
+
+template <typename T>
+TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions& opt) {
+  const int W = world.size(), me = world.rank();
+  const auto& tc = cfg.train;
+  const int S = cfg.runtime.hybrid_group_size > 0 ? cfg.runtime.hybrid_group_size : W;
+  if (W % S != 0)
+    throw UsageError(fmt::format("runtime.sharding = hybrid:{}: the job's {} ranks are not a multiple of {}", S, W, S));
+
+  // Devices and communicators: the GPU is chosen once from the world's local rank; the shard (and replica)
+  // groups get device communicators on it.
+  const cuda::DeviceQuery q = cuda::query_devices();
+  DeviceCommOptions dopt;
+  dopt.timeout_s = cfg.runtime.comm_timeout_s;
+  dopt.device = q.count > 0 ? pick_device(world.local_rank(), q.count) : -1;
+  const DeviceCommKind kind = cfg.runtime.comm == CommBackend::Nccl ? DeviceCommKind::Nccl : DeviceCommKind::MpiStaged;
+  std::unique_ptr<Communicator> shard_mpi = world.split(me / S, me);
+  std::unique_ptr<DeviceCommunicator> shard = make_device_communicator(as_mpi(*shard_mpi), kind, dopt);
+  std::unique_ptr<Communicator> replica_mpi = S < W ? world.split(me % S, me) : nullptr;
+  std::unique_ptr<DeviceCommunicator> replica =
+      replica_mpi ? make_device_communicator(as_mpi(*replica_mpi), kind, dopt) : nullptr;
+  cuda::Stream stream(true);  // after make_device_communicator selected the GPU
+  shard->set_compute_stream(stream);
+  if (replica) replica->set_compute_stream(stream);
+
+  // Model: from an llm.c file or a seeded random init (identical on every rank), then sharded onto the GPU.
+  Gpt2Params init;
+  if (!cfg.model.init_from.empty()) init = load_llmc_model(cfg.model.init_from);
+  else {
+    Gpt2Config mc = cfg.gpt2_config();
+    mc.validate();
+    init = gpt2_random_init(mc, cfg.model.seed);
+  }
+  const Gpt2Config mc = init.config();
+  mc.check_sequence_length(tc.seq_len);
+  std::vector<FsdpUnitSpec> unit_specs;
+  std::vector<std::pair<std::string, Shape>> param_shapes;
+  const auto units = gpt2_units(mc);
+  for (const auto& u : units) {
+    FsdpUnitSpec spec{u.name(), {}};
+    for (const auto& name : unit_parameter_names(u)) {
+      const Shape shape = init.get(name).shape();
+      spec.params.push_back({name, shape});
+      param_shapes.push_back({name, shape});
+    }
+    unit_specs.push_back(std::move(spec));
+  }
+  DeviceFsdpEngine engine(unit_specs, *shard, replica.get(), {cfg.runtime.param_dtype, cfg.runtime.reduce_dtype},
+                          stream);
+  for (const auto& [name, t] : init.named()) engine.load_full(name, t);
+  init = Gpt2Params();
+
+  const NsPrecision ns = cfg.runtime.param_dtype == DType::BF16 ? NsPrecision::BF16 : NsPrecision::F32;
+  DeviceOptimizer optim = DeviceOptimizer::with_routing(cfg.optim, param_shapes, shard.get(), stream, ns);
+  std::vector<Tensor> shards, grads, copies;
+  for (const auto& [name, shape] : param_shapes) {
+    shards.push_back(engine.shard(name));
+    grads.push_back(engine.grad_shard(name));
+    copies.push_back(engine.shard_copy(name));
+  }
+  if (cfg.runtime.param_dtype == DType::F32) copies.clear();
+
+  auto data = TokenStream::open(cfg.data.path);
+  LoaderConfig lc;
+  lc.B = tc.batch_size;
+  lc.T = tc.seq_len;
+  lc.world_size = W;
+  lc.rank = me;
+  lc.grad_accum = tc.grad_accum;
+  lc.order = cfg.data.order;
+  lc.seed = cfg.data.seed;
+  lc.vocab_size = mc.V;
+  DataLoader loader(data, lc);
+  Tensor inputs = Tensor::empty({tc.batch_size, tc.seq_len}, DType::I32);
+  Tensor targets = Tensor::empty({tc.batch_size, tc.seq_len}, DType::I32);
+
+  cuda::Blas blas;
+  Gpt2CudaModel<T> model(mc, blas, stream);
+  model.set_batch(tc.batch_size, tc.seq_len);
+
+  // Checkpoints go through host mirrors: an engine holding only master shards and an optimizer holding only
+  // state, both laid out as the CPU run's, so the files are the same as a CPU run's (and load at any world size,
+  // on either backend). The GPU state is copied into them before a save and out of them after a resume.
+  FsdpOptions mirror_opt;
+  mirror_opt.grad_buffers = false;
+  FsdpEngine host_engine(unit_specs, *shard_mpi, nullptr, mirror_opt);
+  OptimConfig mirror_cfg = cfg.optim;
+  mirror_cfg.ortho_scheme = OrthoScheme::Owner;  // the GPU plan's owners, for the owner-held states
+  Optimizer host_optim = Optimizer::with_routing(mirror_cfg, param_shapes, DType::F32, shard_mpi.get());
+  const auto state_to_host = [&] {
+    for (const auto& [name, shape] : param_shapes) {
+      Tensor h = host_engine.shard(name);
+      engine.shard_to_host(name, h);
+    }
+    for (std::size_t i = 0; i < param_shapes.size(); ++i)
+      for (const auto& [n, t] : optim.state(i).entries()) {
+        if (t.device() == Device::CPU) {
+          host_optim.state(i).set(n, t.clone());
+          continue;
+        }
+        Tensor h = Tensor::empty(t.shape(), t.dtype());
+        if (h.numel()) OS_CUDA_CHECK(cudaMemcpyAsync(h.raw(), t.raw(), h.nbytes(), cudaMemcpyDeviceToHost, stream));
+        stream.synchronize();
+        host_optim.state(i).set(n, std::move(h));
+      }
+  };
+  const auto state_from_host = [&] {
+    for (const auto& [name, shape] : param_shapes) engine.shard_from_host(name, host_engine.shard(name));
+    for (std::size_t i = 0; i < param_shapes.size(); ++i)
+      for (const auto& [n, t] : host_optim.state(i).entries()) optim.load_state(i, n, t);
+  };
+  Checkpointer checkpointer({world, *shard_mpi, me / S, host_engine, host_optim, loader, cfg, mc}, !opt.quiet);
+  const std::int64_t first_step = checkpointer.resume();
+  if (first_step > 0) state_from_host();
+
+  std::unique_ptr<MetricsWriter> metrics;
+  if (!tc.metrics.empty() && me == 0) metrics = std::make_unique<MetricsWriter>(tc.metrics);
+  const bool talk = !opt.quiet;
+  const std::int64_t tokens_per_step = cfg.tokens_per_step(W);
+  if (talk) {
+    log::info("# orthoshard train: resolved configuration\n{}", cfg.resolved_toml());
+    log::info("model: GPT-2 {} ({:.2f} M parameters){}", mc.describe(), mc.num_parameters() / 1e6,
+              cfg.model.init_from.empty() ? fmt::format(", random init seed {}", cfg.model.seed)
+                                          : ", from " + cfg.model.init_from);
+    log::info("data: {}; {} steps per epoch", data->describe(), loader.steps_per_epoch());
+    if (cfg.data.path.rfind("builtin:synthetic", 0) == 0) log::info("data: {}", SyntheticLanguage().describe());
+    log::info("job: {} ranks on GPUs ({}, comm {}, compute {}, reduce {}, prefetch {}), {} tokens per step "
+              "(W {} x K {} x B {} x T {}), optimizer {}, {} matrices orthogonalized across {} rank(s), Newton-Schulz "
+              "in {}",
+              W, cfg.runtime.sharding(), shard->backend(), dtype_name(cfg.runtime.param_dtype),
+              dtype_name(cfg.runtime.reduce_dtype), cfg.runtime.prefetch, tokens_per_step, W, tc.grad_accum,
+              tc.batch_size, tc.seq_len, cfg.optim.name, optim.plan().tasks.size(), shard->size(),
+              ns == NsPrecision::BF16 ? "bf16" : "f32");
+    log::info_all("device: GPU {} ({})", shard->device(), cuda::device_description(shard->device()));
+  }
+
+  const auto fulls = [&](const std::string& n) { return engine.full(n); };
+  const auto fgrads = [&](const std::string& n) { return engine.full_grad(n); };
+  const bool reshard = cfg.runtime.reshard_after_forward;
+  const int depth = opt.overlap ? cfg.runtime.prefetch : 0;
+  const std::size_t U = units.size(), emb = 0, head = U - 1;
+  // Gather u and start the all-gathers of the next `depth` units: upwards in the forward, downwards to block 1
+  // in the backward (the embedding's weights are not needed there).
+  auto gather_fwd = [&](std::size_t u) {
+    engine.gather(u);
+    for (std::size_t k = 1; k <= static_cast<std::size_t>(depth) && u + k < U; ++k) engine.prefetch(u + k);
+  };
+  auto gather_bwd = [&](std::size_t u) {
+    engine.gather(u);
+    for (std::size_t k = 1; k <= static_cast<std::size_t>(depth) && u > k; ++k) engine.prefetch(u - k);
+  };
+  auto reduce = [&](std::size_t u) {
+    engine.reduce_grads(u);
+    if (!opt.overlap) engine.finish_reductions();
+  };
+
+  TrainResult result;
+  result.first_step = first_step;
+  double timed_s = 0, wait_at_first = 0;
+  const auto run_start = Clock::now();
+  for (std::int64_t step = first_step; step < tc.steps; ++step) {
+    const auto t0 = Clock::now();
+    engine.zero_grads();
+    double loss_sum = 0;
+    for (int j = 0; j < tc.grad_accum; ++j) {
+      const bool last = j + 1 == tc.grad_accum;
+      loader.load(j, inputs, targets);
+      for (std::size_t u = 0; u < U; ++u) {
+        gather_fwd(u);
+        const Gpt2Unit& unit = units[u];
+        if (unit.kind == UnitKind::Embedding) {
+          model.embedding_forward(embedding_weights(fulls), inputs);
+        } else if (unit.kind == UnitKind::Block) {
+          model.block_forward(unit.layer, block_weights(fulls, unit.layer));
+          if (reshard) engine.release(u);
+        } else {
+          model.head_forward_async(head_weights(fulls), targets);
+        }
+      }
+      // Backward in reverse; the last micro-batch reduce-scatters each unit as soon as it is done.
+      for (std::size_t k = 1; k <= static_cast<std::size_t>(depth) && head > k; ++k) engine.prefetch(head - k);
+      model.head_backward(head_weights(fulls), head_weights(fgrads), 1.0 / tc.grad_accum);
+      if (last) reduce(head);
+      if (reshard) {
+        engine.release(head);
+        engine.release(emb);  // the tied wte was the head's last use of the embedding unit
+      }
+      for (std::size_t u = head - 1; u >= 1; --u) {
+        gather_bwd(u);
+        model.block_backward(units[u].layer, block_weights(fulls, units[u].layer),
+                             block_weights(fgrads, units[u].layer));
+        if (last) reduce(u);
+        if (reshard) engine.release(u);
+      }
+      model.embedding_backward(embedding_weights(fgrads));
+      if (last) reduce(emb);
+      loss_sum += model.mean_loss();  // waits for this micro-batch's work (the losses are read on the host)
+    }
+    engine.finish_reductions();
+    for (std::size_t u = 0; u < U; ++u) engine.release(u);  // the optimizer changes the parameters
+
+    const double grad_norm = engine.clip_grad_norm(tc.grad_clip);
+    const double loss = world.all_reduce_scalar(loss_sum / tc.grad_accum, ReduceOp::Sum) / W;
+    const double lr_mult = lr_multiplier(cfg, step);
+    if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
+      const std::string what = fmt::format("step {}: {} is not finite (loss {}, gradient norm {})", step + 1,
+                                           std::isfinite(loss) ? "the gradient" : "the loss", loss, grad_norm);
+      if (tc.nan_policy == NanPolicy::Stop) throw Error(what + "; stopping (train.nan_policy = stop)");
+      if (talk) log::warn("{}; update skipped (train.nan_policy = skip)", what);
+    } else {
+      optim.step(shards, grads, lr_mult, copies);
+    }
+    loader.advance();
+    stream.synchronize();
+    const double dt = world.all_reduce_scalar(seconds_since(t0), ReduceOp::Max);
+    if (step == first_step) wait_at_first = engine.comm_wait_ms();
+    if (step > first_step) timed_s += dt;
+    result.losses.push_back(loss);
+    result.grad_norms.push_back(grad_norm);
+    const double tps = static_cast<double>(tokens_per_step) / dt;
+    if (metrics) metrics->write(step + 1, loss, cfg.optim.lr * lr_mult, grad_norm, tps);
+    if (talk && step == first_step) {
+      const FsdpMemory m = engine.memory();
+      std::uint64_t state = 0;
+      for (std::size_t i = 0; i < param_shapes.size(); ++i)
+        for (const auto& [n, t] : optim.state(i).entries()) state += t.nbytes();
+      log::info_all("GPU memory: params {} (shards + {} copies), grads {} (shards) + {} (accumulation), optimizer "
+                    "state {}, gathered peak {}, reduce buffers {}, activations {}",
+                    mib(m.param_shards), dtype_name(cfg.runtime.param_dtype), mib(m.grad_shards),
+                    mib(m.grad_accumulation), mib(state), mib(m.gather_peak), mib(m.comm_buffers),
+                    mib(model.activation_bytes()));
+    }
+    if (talk && ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps))
+      log::info("step {:>5}/{} | loss {:.6f} | lr {:.3e} | grad norm {:.4f} | {:>8.0f} tok/s | {:>8.1f} ms/step | "
+                "ETA {}",
+                step + 1, tc.steps, loss, cfg.optim.lr * lr_mult, grad_norm, tps, dt * 1e3,
+                eta(dt * static_cast<double>(tc.steps - step - 1)));
+    if (checkpointer.due(step + 1)) state_to_host();
+    checkpointer.after_step(step + 1);
+  }
+  if (tc.steps - first_step > 1) {
+    result.tokens_per_s =
+        static_cast<double>(tokens_per_step) * static_cast<double>(tc.steps - first_step - 1) / timed_s;
+    result.comm_wait_fraction = (engine.comm_wait_ms() - wait_at_first) / 1e3 / timed_s;
+  }
+  if (talk) {
+    const double flops_per_token = 6.0 * static_cast<double>(mc.num_parameters()) + 6.0 * mc.L * mc.C * tc.seq_len;
+    log::info("done: {} steps in {:.1f} s, final loss {:.6f}, {:.0f} tok/s after the first step ({:.1f} TFLOP/s per "
+              "GPU at 6N + 6·L·C·T flops per token)",
+              result.losses.size(), seconds_since(run_start), result.losses.empty() ? NAN : result.losses.back(),
+              result.tokens_per_s, result.tokens_per_s * flops_per_token / W / 1e12);
+  }
+  return result;
+}
+
+}  // namespace
+
+TrainResult train_cuda(Communicator& world, const TrainConfig& cfg, const TrainOptions& opt) {
+  if (cfg.runtime.param_dtype == DType::BF16) return run<__nv_bfloat16>(world, cfg, opt);
+  return run<float>(world, cfg, opt);
+}
+
+}  // namespace orthoshard

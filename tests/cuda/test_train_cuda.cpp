@@ -1,0 +1,131 @@
+// `orthoshard train` with runtime.backend = cuda at 1-4 ranks against the CPU trainer and the shared GPT-2
+// reference: f32 on the GPU reproduces the CPU run for every optimizer, bf16 stays close, the reference's AdamW
+// losses come out, and a GPU run resumed from its checkpoint (on the GPU, or on the CPU) continues the same
+// run. With one GPU for several ranks the tests use runtime.comm = mpi (NCCL needs a GPU per rank). Every test
+// skips where a rank sees no GPU.
+#include "tests/mpi_test.hpp"
+#include "tests/test_util.hpp"
+
+#include "launch/train.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/io/h5file.hpp"
+#include "runtime/kernels/cuda/device.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+
+using namespace orthoshard;
+using orthoshard::testing::max_rel;
+using orthoshard::testing::MpiTest;
+
+namespace {
+
+std::string testdata() {
+  const char* env = std::getenv("ORTHOSHARD_TESTDATA");
+  return env && *env ? env : ORTHOSHARD_TESTDATA;
+}
+
+// NCCL when every rank of this node can have its own GPU, else MPI through host staging.
+std::string comm_for(Communicator& world) {
+  return cuda::device_count() >= world.local_size() ? "nccl" : "mpi";
+}
+
+class CudaTrainTest : public MpiTest {
+ protected:
+  void SetUp() override {
+    const cuda::DeviceQuery q = cuda::query_devices();
+    const double none = comm().all_reduce_scalar(q.count == 0 ? 1.0 : 0.0, ReduceOp::Max);
+    if (none > 0) GTEST_SKIP() << "no CUDA device on some rank (" << (q.count ? "another rank" : q.why_none) << ")";
+  }
+  std::vector<std::string> gpu(const std::string& dtype) {
+    return {"--runtime.backend=cuda", "--runtime.comm=" + comm_for(comm()), "--runtime.param_dtype=" + dtype,
+            "--runtime.reduce_dtype=" + dtype};
+  }
+};
+
+TrainConfig tiny(const std::string& optimizer, std::vector<std::string> extra = {}) {
+  std::vector<std::string> o = {"--model.L=2", "--model.C=64", "--model.NH=4", "--model.V=256", "--model.Vp=256",
+                                "--model.maxT=32", "--train.seq_len=32", "--train.batch_size=2", "--train.steps=8",
+                                "--train.log_every=100", "--optim.name=" + optimizer, "--optim.lr=0.01",
+                                "--optim.update_proj_gap=3"};
+  if (optimizer == "conda") o.push_back("--optim.scale=0.25");
+  o.insert(o.end(), extra.begin(), extra.end());
+  return load_train_config("", o);
+}
+
+std::vector<std::string> plus(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+}  // namespace
+
+TEST_F(CudaTrainTest, F32OnTheGpuReproducesTheCpuForEveryOptimizer) {
+  for (const char* name : {"adamw", "muon", "normuon", "conda"}) {
+    const TrainResult cpu = train(comm(), tiny(name), {true, true});
+    const TrainResult dev = train(comm(), tiny(name, gpu("f32")), {true, true});
+    const double rel = max_rel(dev.losses, cpu.losses);
+    if (comm().rank() == 0) std::printf("  %-8s f32 GPU vs CPU: max relative loss difference %.3g\n", name, rel);
+    EXPECT_LT(rel, 1e-4) << name;
+    EXPECT_LT(dev.losses.back(), dev.losses.front()) << name << " does not learn on the GPU";
+  }
+}
+
+TEST_F(CudaTrainTest, Bf16StaysCloseToTheCpu) {
+  for (const char* name : {"adamw", "normuon"}) {
+    const TrainResult cpu = train(comm(), tiny(name), {true, true});
+    const TrainResult dev = train(comm(), tiny(name, gpu("bf16")), {true, true});
+    const double rel = max_rel(dev.losses, cpu.losses);
+    if (comm().rank() == 0) std::printf("  %-8s bf16 GPU vs f32 CPU: max relative loss difference %.3g\n", name, rel);
+    EXPECT_LT(rel, 2e-2) << name;
+  }
+}
+
+TEST_F(CudaTrainTest, Gpt2ReferenceAdamWLosses) {
+  if (4 % comm().size() != 0) GTEST_SKIP() << "the reference's global batch of 4 does not split over " << comm().size();
+  const std::string data = testdata();
+  H5File ref = H5File::open_read(data + "/gpt2/reference.h5");
+  const auto hp = nlohmann::json::parse(ref.string_attr("/", "adamw"));
+  Tensor want = ref.read("/adamw_losses", DType::F64);
+  const std::vector<double> w(want.data<double>(), want.data<double>() + want.numel());
+  const std::vector<std::string> base = {
+      "--model.init_from=" + data + "/gpt2/model.bin", "--data.path=" + data + "/gpt2/tokens.bin",
+      "--train.batch_size=" + std::to_string(4 / comm().size()), "--train.seq_len=32",
+      "--train.steps=" + std::to_string(want.numel()), "--optim.name=adamw", "--optim.lr=" + hp["lr"].dump(),
+      "--optim.betas=0.9,0.95", "--optim.eps=" + hp["eps"].dump(),
+      "--optim.weight_decay=" + hp["weight_decay"].dump()};
+  for (const auto& [dtype, tol] : {std::pair<std::string, double>{"f32", 1e-4}, {"bf16", 2e-2}}) {
+    const TrainResult got = train(comm(), load_train_config("", plus(base, gpu(dtype))), {true, true});
+    const double rel = max_rel(got.losses, w);
+    if (comm().rank() == 0) std::printf("  reference AdamW losses, %s on the GPU: max relative difference %.3g\n",
+                                        dtype.c_str(), rel);
+    EXPECT_LT(rel, tol) << dtype;
+  }
+}
+
+TEST_F(CudaTrainTest, ResumedRunContinuesOnTheGpuAndOnTheCpu) {
+  const std::string dir = (std::filesystem::temp_directory_path() / "orthoshard_cuda_resume").string();
+  if (comm().rank() == 0) std::filesystem::remove_all(dir);
+  comm().barrier();
+  const std::vector<std::string> ck = {"--checkpoint.dir=" + dir, "--checkpoint.every=3", "--checkpoint.resume=none"};
+  const auto g = gpu("f32");
+  // Uninterrupted: 6 steps. Interrupted: 3 steps (saved), then resumed to 6 on the GPU and on the CPU.
+  const TrainResult whole = train(comm(), tiny("conda", plus(g, {"--train.steps=6"})), {true, true});
+  train(comm(), tiny("conda", plus(plus(g, ck), {"--train.steps=3"})), {true, true});
+  const std::string step3 = dir + "/step_3.h5";
+  const TrainResult gpu_rest = train(
+      comm(), tiny("conda", plus(g, {"--train.steps=6", "--checkpoint.dir=" + dir, "--checkpoint.resume=" + step3})),
+      {true, true});
+  const TrainResult cpu_rest =
+      train(comm(), tiny("conda", {"--train.steps=6", "--checkpoint.dir=" + dir, "--checkpoint.resume=" + step3}),
+            {true, true});
+  ASSERT_EQ(gpu_rest.first_step, 3);
+  ASSERT_EQ(gpu_rest.losses.size(), 3u);
+  const std::vector<double> tail(whole.losses.begin() + 3, whole.losses.end());
+  EXPECT_LT(max_rel(gpu_rest.losses, tail), 1e-6);
+  EXPECT_LT(max_rel(cpu_rest.losses, tail), 1e-4);
+  comm().barrier();
+  if (comm().rank() == 0) std::filesystem::remove_all(dir);
+}
