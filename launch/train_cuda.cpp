@@ -57,12 +57,14 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
   dopt.timeout_s = cfg.runtime.comm_timeout_s;
   dopt.device = q.count > 0 ? pick_device(world.local_rank(), q.count) : -1;
   const DeviceCommKind kind = cfg.runtime.comm == CommBackend::Nccl ? DeviceCommKind::Nccl : DeviceCommKind::MpiStaged;
+  std::unique_ptr<cuda::Stream> stream_holder;  // declared first: it outlives everything that queues on it
   std::unique_ptr<Communicator> shard_mpi = world.split(me / S, me);
   std::unique_ptr<DeviceCommunicator> shard = make_device_communicator(as_mpi(*shard_mpi), kind, dopt);
   std::unique_ptr<Communicator> replica_mpi = S < W ? world.split(me % S, me) : nullptr;
   std::unique_ptr<DeviceCommunicator> replica =
       replica_mpi ? make_device_communicator(as_mpi(*replica_mpi), kind, dopt) : nullptr;
-  cuda::Stream stream(true);  // after make_device_communicator selected the GPU
+  stream_holder = std::make_unique<cuda::Stream>(true);  // after make_device_communicator selected the GPU
+  cuda::Stream& stream = *stream_holder;
   shard->set_compute_stream(stream);
   if (replica) replica->set_compute_stream(stream);
 

@@ -271,7 +271,7 @@ void DeviceOptimizer::step(const std::vector<Tensor>& params, const std::vector<
       OS_CHECK(t->shape() == ls && t->dtype() == DType::F32 && t->device() == Device::CUDA && t->is_contiguous(),
                "optimizer step: parameter {} {} expects this rank's shard as a contiguous f32 cuda tensor {}, got {}",
                s.name, shape_str(s.shape), shape_str(ls), t->describe());
-    if (!copies.empty() && copies[i].numel() > 0)
+    if (!copies.empty() && copies[i].defined() && copies[i].numel() > 0)
       OS_CHECK(copies[i].numel() == shape_numel(ls) && copies[i].dtype() == DType::BF16 &&
                    copies[i].device() == Device::CUDA && copies[i].is_contiguous(),
                "optimizer step: the bf16 copy of {} must be a contiguous bf16 cuda tensor of {} elements, got {}",
@@ -284,7 +284,8 @@ void DeviceOptimizer::step(const std::vector<Tensor>& params, const std::vector<
   stats_ = {};
   const double lr = c.lr * lr_scale;
   auto copy_of = [&](std::size_t i) -> cuda::bf16* {
-    return copies.empty() || copies[i].numel() == 0 ? nullptr : static_cast<cuda::bf16*>(copies[i].raw());
+    return copies.empty() || !copies[i].defined() || copies[i].numel() == 0 ? nullptr
+                                                                           : static_cast<cuda::bf16*>(copies[i].raw());
   };
 
   // (A) Local: elementwise rules, Muon/NorMuon momentum, Conda's first moment.
@@ -459,7 +460,9 @@ void DeviceOptimizer::normuon_finish(const std::vector<Tensor>& params, const st
       factor = matrix_scale_factor(c.scale, t.m, t.n);
     }
     cuda::bf16* copy =
-        copies.empty() || copies[t.param].numel() == 0 ? nullptr : static_cast<cuda::bf16*>(copies[t.param].raw());
+        copies.empty() || !copies[t.param].defined() || copies[t.param].numel() == 0
+            ? nullptr
+            : static_cast<cuda::bf16*>(copies[t.param].raw());
     cuda::decay_then_apply<float>(params[t.param].data<float>(), copy, o, size, lr, c.weight_decay, factor, stream_);
   }
 }
@@ -469,7 +472,8 @@ void DeviceOptimizer::conda_matrices(const std::vector<Tensor>& params, const st
   const OptimConfig& c = config_;
   Impl& im = *impl_;
   auto copy_of = [&](std::size_t i) -> cuda::bf16* {
-    return copies.empty() || copies[i].numel() == 0 ? nullptr : static_cast<cuda::bf16*>(copies[i].raw());
+    return copies.empty() || !copies[i].defined() || copies[i].numel() == 0 ? nullptr
+                                                                           : static_cast<cuda::bf16*>(copies[i].raw());
   };
   std::vector<const OrthoTask*> refresh, left;
   for (const auto& t : plan_.tasks) {
@@ -493,15 +497,27 @@ void DeviceOptimizer::conda_matrices(const std::vector<Tensor>& params, const st
     stats_.bytes_sent += ex.bytes_sent;
     stats_.bytes_received += ex.bytes_received;
     float* basis = (right || t.owner == rank_) ? state_buffer(t.param, "conda_basis", bshape) : nullptr;
+    std::string failure;
     if (t.owner == rank_ && k > 0) {
-      if (!im.svd) im.svd = std::make_unique<cuda::SvdGpu>();
-      grow(im.svd_other, right ? t.m * k : k * t.n);
-      grow(im.svd_s, k);
-      // thin() writes U (m x k) and Vᵀ (k x n); the basis buffer takes the one Conda keeps.
-      im.svd->thin(im.refresh.data(), t.m, t.n, right ? im.svd_other.data() : basis, im.svd_s.data(),
-                   right ? basis : im.svd_other.data(), stream_);
-      stats_.ortho_flops += svd_flops(t.m, t.n);
+      try {
+        if (!im.svd) im.svd = std::make_unique<cuda::SvdGpu>();
+        grow(im.svd_other, right ? t.m * k : k * t.n);
+        grow(im.svd_s, k);
+        // thin() writes U (m x k) and Vᵀ (k x n); the basis buffer takes the one Conda keeps.
+        im.svd->thin(im.refresh.data(), t.m, t.n, right ? im.svd_other.data() : basis, im.svd_s.data(),
+                     right ? basis : im.svd_other.data(), stream_);
+        stats_.ortho_flops += svd_flops(t.m, t.n);
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
     }
+    // Every rank learns whether the owner's SVD failed before anyone leaves (the others would otherwise wait
+    // in the broadcast or the next exchange).
+    if (comm_ && nranks_ > 1 && comm_->all_reduce_scalar(failure.empty() ? 0.0 : 1.0, ReduceOp::Max) > 0)
+      fail("optimizer step, parameter {}: Conda's basis SVD failed on rank {}{}", specs_[t.param].name, t.owner,
+           failure.empty() ? "" : ": " + failure);
+    if (!failure.empty())
+      fail("optimizer step, parameter {}: Conda's basis SVD failed: {}", specs_[t.param].name, failure);
     if (right && nranks_ > 1) comm_->broadcast(basis, static_cast<std::size_t>(k * t.n), DType::F32, t.owner);
     st.set_int("conda_basis_step", st.get_int("step"));
     st.set_int("conda_basis_side", right ? 0 : 1);

@@ -20,7 +20,8 @@ std::unique_ptr<DeviceCommunicator> make_device_communicator(const MpiCommunicat
                                                              DeviceCommOptions opt) {
   const cuda::DeviceQuery q = cuda::query_devices();
   // Every rank takes part in the same checks, so a rank without a GPU fails together with the others.
-  const double none_here = q.count == 0 ? 1.0 : 0.0;
+  const bool bad_device = q.count > 0 && opt.device >= q.count;
+  const double none_here = q.count == 0 || bad_device ? 1.0 : 0.0;
   std::unique_ptr<Communicator> dup = world.split(0, world.rank());
   auto* mpi_raw = dynamic_cast<MpiCommunicator*>(dup.get());
   OS_CHECK(mpi_raw != nullptr, "make_device_communicator: MPI split returned a {} communicator", dup->backend());
@@ -29,11 +30,12 @@ std::unique_ptr<DeviceCommunicator> make_device_communicator(const MpiCommunicat
   if (mpi->all_reduce_scalar(none_here, ReduceOp::Max) > 0) {
     if (q.count == 0)
       throw UsageError(fmt::format("runtime.backend = cuda: no CUDA device on this rank ({})", q.why_none));
-    throw UsageError("runtime.backend = cuda: another rank of the job has no CUDA device");
+    if (bad_device)
+      throw UsageError(fmt::format("runtime.backend = cuda: GPU {} asked for, but this rank sees {}", opt.device,
+                                   q.count));
+    throw UsageError("runtime.backend = cuda: another rank of the job has no usable CUDA device");
   }
   const int device = opt.device >= 0 ? opt.device : pick_device(mpi->local_rank(), q.count);
-  if (device >= q.count)
-    throw UsageError(fmt::format("runtime.backend = cuda: GPU {} asked for, but this rank sees {}", device, q.count));
   OS_CUDA_CHECK(cudaSetDevice(device));
   if (kind == DeviceCommKind::MpiStaged) return std::make_unique<StagedCommunicator>(std::move(mpi), device);
 #if ORTHOSHARD_HAVE_NCCL

@@ -151,6 +151,10 @@ DeviceFsdpEngine::~DeviceFsdpEngine() {
     u->reduce_req = Request();
   }
   (void)cudaStreamSynchronize(stream_);
+  for (auto& u : units_) {  // allocator blocks first, while the allocator is alive (also on error paths)
+    u->gathered.reset();
+    u->full.reset();
+  }
 }
 
 DeviceFsdpEngine::Unit& DeviceFsdpEngine::unit(std::size_t u) {

@@ -84,13 +84,13 @@ class DeviceFsdpEngine {
   Unit& unit(std::size_t u);
   Tensor shard_view(const std::string& param, int which) const;
   void start_gather(std::size_t u);
-  std::vector<std::unique_ptr<Unit>> units_;
-  std::map<std::string, std::pair<std::size_t, std::size_t>> index_;
   DeviceCommunicator& shard_;
   DeviceCommunicator* replica_;
   DeviceFsdpOptions opt_;
   cudaStream_t stream_;
-  std::unique_ptr<Memory> mem_;
+  std::unique_ptr<Memory> mem_;  // before units_: their gathered buffers return to its allocator
+  std::vector<std::unique_ptr<Unit>> units_;
+  std::map<std::string, std::pair<std::size_t, std::size_t>> index_;
   std::uint64_t gathered_bytes_ = 0, gather_peak_ = 0;
   double comm_wait_ms_ = 0;
 };
