@@ -9,6 +9,7 @@
 
 #include "launch/checkpoint.hpp"
 #include "launch/metrics.hpp"
+#include "launch/train_setup.hpp"
 #include "launch/schedule.hpp"
 #include "models/data/loader.hpp"
 #include "models/data/synthetic.hpp"
@@ -33,13 +34,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-std::string mib(std::uint64_t bytes) { return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1 << 20)); }
-
-std::string eta(double seconds) {
-  const auto s = static_cast<std::int64_t>(seconds + 0.5);
-  return s >= 3600 ? fmt::format("{}h{:02}m", s / 3600, (s / 60) % 60) : fmt::format("{}m{:02}s", s / 60, s % 60);
-}
 
 }  // namespace
 
@@ -70,32 +64,15 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
   std::unique_ptr<Communicator> replica = S < W ? world.split(me % S, me) : nullptr;
 
   // Model: from an llm.c file or a seeded random init (identical on every rank), then sharded.
-  Gpt2Params init;
-  if (!cfg.model.init_from.empty()) init = load_llmc_model(cfg.model.init_from);
-  else {
-    Gpt2Config mc = cfg.gpt2_config();
-    mc.validate();
-    init = gpt2_random_init(mc, cfg.model.seed);
-  }
-  const Gpt2Config mc = init.config();
-  mc.check_sequence_length(tc.seq_len);
-
-  std::vector<FsdpUnitSpec> unit_specs;
-  std::vector<std::pair<std::string, Shape>> param_shapes;
-  const auto units = gpt2_units(mc);
-  for (const auto& u : units) {
-    FsdpUnitSpec spec{u.name(), {}};
-    for (const auto& name : unit_parameter_names(u)) {
-      const Shape shape = init.get(name).shape();
-      spec.params.push_back({name, shape});
-      param_shapes.push_back({name, shape});
-    }
-    unit_specs.push_back(std::move(spec));
-  }
+  ModelSetup setup = setup_model(cfg);
+  const Gpt2Config mc = setup.config;
+  const auto& units = setup.units;
+  const auto& unit_specs = setup.unit_specs;
+  const auto& param_shapes = setup.param_shapes;
   FsdpEngine engine(unit_specs, *shard, replica.get(),
                     {cfg.runtime.param_dtype, cfg.runtime.reduce_dtype, opt.overlap});
-  for (const auto& [name, t] : init.named()) engine.load_full(name, t);
-  init = Gpt2Params();  // the full copy is not kept
+  for (const auto& [name, t] : setup.init.named()) engine.load_full(name, t);
+  setup.init = Gpt2Params();  // the full copy is not kept
 
   Optimizer optim = Optimizer::with_routing(cfg.optim, param_shapes, DType::F32, shard.get());
   std::vector<Tensor> shards, grads;
@@ -106,15 +83,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
 
   // Data: rank r of W reads its blocks of each step's window (independent of W).
   auto stream = TokenStream::open(cfg.data.path);
-  LoaderConfig lc;
-  lc.B = tc.batch_size;
-  lc.T = tc.seq_len;
-  lc.world_size = W;
-  lc.rank = me;
-  lc.grad_accum = tc.grad_accum;
-  lc.order = cfg.data.order;
-  lc.seed = cfg.data.seed;
-  lc.vocab_size = mc.V;
+  const LoaderConfig lc = loader_config(cfg, W, me, mc.V);
   DataLoader loader(stream, lc);
   Tensor inputs = Tensor::empty({tc.batch_size, tc.seq_len}, DType::I32);
   Tensor targets = Tensor::empty({tc.batch_size, tc.seq_len}, DType::I32);

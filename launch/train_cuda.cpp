@@ -7,6 +7,7 @@
 
 #include "launch/checkpoint.hpp"
 #include "launch/metrics.hpp"
+#include "launch/train_setup.hpp"
 #include "launch/schedule.hpp"
 #include "models/data/loader.hpp"
 #include "models/data/synthetic.hpp"
@@ -30,11 +31,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-std::string mib(std::uint64_t bytes) { return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1 << 20)); }
-std::string eta(double seconds) {
-  const auto s = static_cast<std::int64_t>(seconds + 0.5);
-  return s >= 3600 ? fmt::format("{}h{:02}m", s / 3600, (s / 60) % 60) : fmt::format("{}m{:02}s", s / 60, s % 60);
-}
 
 MpiCommunicator& as_mpi(Communicator& c) {
   auto* m = dynamic_cast<MpiCommunicator*>(&c);
@@ -69,31 +65,15 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
   if (replica) replica->set_compute_stream(stream);
 
   // Model: from an llm.c file or a seeded random init (identical on every rank), then sharded onto the GPU.
-  Gpt2Params init;
-  if (!cfg.model.init_from.empty()) init = load_llmc_model(cfg.model.init_from);
-  else {
-    Gpt2Config mc = cfg.gpt2_config();
-    mc.validate();
-    init = gpt2_random_init(mc, cfg.model.seed);
-  }
-  const Gpt2Config mc = init.config();
-  mc.check_sequence_length(tc.seq_len);
-  std::vector<FsdpUnitSpec> unit_specs;
-  std::vector<std::pair<std::string, Shape>> param_shapes;
-  const auto units = gpt2_units(mc);
-  for (const auto& u : units) {
-    FsdpUnitSpec spec{u.name(), {}};
-    for (const auto& name : unit_parameter_names(u)) {
-      const Shape shape = init.get(name).shape();
-      spec.params.push_back({name, shape});
-      param_shapes.push_back({name, shape});
-    }
-    unit_specs.push_back(std::move(spec));
-  }
+  ModelSetup setup = setup_model(cfg);
+  const Gpt2Config mc = setup.config;
+  const auto& units = setup.units;
+  const auto& unit_specs = setup.unit_specs;
+  const auto& param_shapes = setup.param_shapes;
   DeviceFsdpEngine engine(unit_specs, *shard, replica.get(), {cfg.runtime.param_dtype, cfg.runtime.reduce_dtype},
                           stream);
-  for (const auto& [name, t] : init.named()) engine.load_full(name, t);
-  init = Gpt2Params();
+  for (const auto& [name, t] : setup.init.named()) engine.load_full(name, t);
+  setup.init = Gpt2Params();  // the full copy is not kept
 
   const NsPrecision ns = cfg.runtime.param_dtype == DType::BF16 ? NsPrecision::BF16 : NsPrecision::F32;
   DeviceOptimizer optim = DeviceOptimizer::with_routing(cfg.optim, param_shapes, shard.get(), stream, ns);
@@ -106,15 +86,7 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
   if (cfg.runtime.param_dtype == DType::F32) copies.clear();
 
   auto data = TokenStream::open(cfg.data.path);
-  LoaderConfig lc;
-  lc.B = tc.batch_size;
-  lc.T = tc.seq_len;
-  lc.world_size = W;
-  lc.rank = me;
-  lc.grad_accum = tc.grad_accum;
-  lc.order = cfg.data.order;
-  lc.seed = cfg.data.seed;
-  lc.vocab_size = mc.V;
+  const LoaderConfig lc = loader_config(cfg, W, me, mc.V);
   DataLoader loader(data, lc);
   Tensor inputs = Tensor::empty({tc.batch_size, tc.seq_len}, DType::I32);
   Tensor targets = Tensor::empty({tc.batch_size, tc.seq_len}, DType::I32);
