@@ -30,12 +30,51 @@ double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std
 
 std::int64_t cols_of(const Shape& s) { return s.empty() || s[0] == 0 ? 0 : shape_numel(s) / s[0]; }
 
+}  // namespace
+
 // Cost estimate of a basis refresh (linalg::singular_basis): the Gram product m·n·k plus its eigensolve ~9 k³.
 double svd_flops(std::int64_t m, std::int64_t n) {
   const double k = static_cast<double>(std::min(m, n));
   return static_cast<double>(m) * static_cast<double>(n) * k + 9.0 * k * k * k;
 }
-}  // namespace
+
+std::vector<OrthoTask> matrix_tasks(const std::vector<ParamSpec>& params, const OptimConfig& c,
+                                    std::vector<int>& task_index) {
+  std::vector<OrthoTask> tasks;
+  task_index.assign(params.size(), -1);
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const auto& s = params[i];
+    OS_CHECK(!s.shape.empty(), "optimizer: parameter {} is 0-d; give it shape (1,)", s.name);
+    if (s.rule == RuleKind::AdamW || s.rule == RuleKind::CondaPlain) continue;
+    OS_CHECK(s.shape.size() >= 2, "optimizer: parameter {} of shape {} cannot take the {} matrix rule", s.name,
+             shape_str(s.shape), rule_name(s.rule));
+    OrthoTask t;
+    t.param = i;
+    t.m = s.shape[0];
+    t.n = cols_of(s.shape);
+    if (s.rule == RuleKind::Conda) {
+      t.allow_gram = false;
+      const std::int64_t k = std::min(t.m, t.n);
+      const bool left = !conda_right_side(c.proj_type, t.m, t.n);
+      t.flops = svd_flops(t.m, t.n) / c.update_proj_gap + (left ? 6.0 * t.m * t.n * k : 0.0) + 1.0;
+    }
+    task_index[i] = static_cast<int>(tasks.size());
+    tasks.push_back(t);
+  }
+  return tasks;
+}
+
+StateHome state_home_of(RuleKind rule, const OrthoTask* t, const OptimConfig& c, const std::string& name,
+                        int* owner) {
+  if (owner) *owner = t ? t->owner : 0;
+  if (name == "step" || name == "conda_basis_step" || name == "conda_basis_side") return StateHome::Replicated;
+  if (t && rule == RuleKind::Conda) {
+    const bool right = conda_right_side(c.proj_type, t->m, t->n);
+    if (name == "conda_basis") return right ? StateHome::Replicated : StateHome::Owner;
+    if (name == "exp_avg_sq" && !right) return StateHome::Owner;
+  }
+  return StateHome::Rows;
+}
 
 bool glob_match(const std::string& pattern, const std::string& name) {
   return fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
@@ -68,28 +107,11 @@ Optimizer::Optimizer(OptimConfig config, std::vector<ParamSpec> params, DType dt
     rank_ = comm_->rank();
     nranks_ = comm_->size();
   }
-  std::vector<OrthoTask> tasks;
-  task_index_.assign(specs_.size(), -1);
-  for (std::size_t i = 0; i < specs_.size(); ++i) {
-    const auto& s = specs_[i];
+  for (const auto& s : specs_) {
     OS_CHECK(!s.shape.empty(), "optimizer: parameter {} is 0-d; give it shape (1,)", s.name);
     local_shapes_.push_back(shard_shape(s.shape, nranks_, rank_));
-    if (s.rule == RuleKind::AdamW || s.rule == RuleKind::CondaPlain) continue;
-    OS_CHECK(s.shape.size() >= 2, "optimizer: parameter {} of shape {} cannot take the {} matrix rule", s.name,
-             shape_str(s.shape), rule_name(s.rule));
-    OrthoTask t;
-    t.param = i;
-    t.m = s.shape[0];
-    t.n = cols_of(s.shape);
-    if (s.rule == RuleKind::Conda) {
-      t.allow_gram = false;
-      const std::int64_t k = std::min(t.m, t.n);
-      const bool left = !conda_right_side(config_.proj_type, t.m, t.n);
-      t.flops = svd_flops(t.m, t.n) / config_.update_proj_gap + (left ? 6.0 * t.m * t.n * k : 0.0) + 1.0;
-    }
-    task_index_[i] = static_cast<int>(tasks.size());
-    tasks.push_back(t);
   }
+  std::vector<OrthoTask> tasks = matrix_tasks(specs_, config_, task_index_);
   plan_ = make_ortho_plan(std::move(tasks), nranks_, config_.ortho_scheme, config_.ns_steps);
   if (dtype == DType::F32) buf32_ = std::make_unique<StepBuffers<float>>(config_.ns_steps);
   else buf64_ = std::make_unique<StepBuffers<double>>(config_.ns_steps);
@@ -120,15 +142,7 @@ const OrthoTask* Optimizer::task_of(std::size_t param) const {
 }
 
 StateHome Optimizer::state_home(std::size_t param, const std::string& name, int* owner) const {
-  const OrthoTask* t = task_of(param);
-  if (owner) *owner = t ? t->owner : 0;
-  if (name == "step" || name == "conda_basis_step" || name == "conda_basis_side") return StateHome::Replicated;
-  if (t && specs_[param].rule == RuleKind::Conda) {
-    const bool right = conda_right_side(config_.proj_type, t->m, t->n);
-    if (name == "conda_basis") return right ? StateHome::Replicated : StateHome::Owner;
-    if (name == "exp_avg_sq" && !right) return StateHome::Owner;
-  }
-  return StateHome::Rows;
+  return state_home_of(specs_.at(param).rule, task_of(param), config_, name, owner);
 }
 
 template <> StepBuffers<float>& Optimizer::buffers<float>() { return *buf32_; }

@@ -34,6 +34,17 @@ bool glob_match(const std::string& pattern, const std::string& name);
 // identical on every rank, or only on the owner rank of the parameter's matrix task.
 enum class StateHome { Rows, Replicated, Owner };
 
+// The orthogonalization tasks of a parameter list (one per matrix-rule parameter, in order; Conda's carry its
+// basis cost and cannot use the Gram scheme) and task_index[param] (-1: elementwise rule). Shared by the CPU
+// and GPU optimizers so both plan alike.
+std::vector<OrthoTask> matrix_tasks(const std::vector<ParamSpec>& params, const OptimConfig& c,
+                                    std::vector<int>& task_index);
+// Where state `name` of a parameter lives (task: its matrix task, or null); see Optimizer::state_home.
+StateHome state_home_of(RuleKind rule, const OrthoTask* task, const OptimConfig& c, const std::string& name,
+                        int* owner);
+// Estimated flops of one Conda basis refresh of an m x n matrix (Gram product + eigensolve).
+double svd_flops(std::int64_t m, std::int64_t n);
+
 // What one step cost this rank.
 struct StepStats {
   double local_ms = 0;     // elementwise rules and momentum

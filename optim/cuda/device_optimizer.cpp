@@ -22,7 +22,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
-std::int64_t cols_of(const Shape& s) { return s.empty() || s[0] == 0 ? 0 : shape_numel(s) / s[0]; }
 
 template <typename T> void grow(cuda::DeviceBuffer<T>& b, std::int64_t count) {
   if (b.size() < static_cast<std::size_t>(count)) b = cuda::DeviceBuffer<T>(static_cast<std::size_t>(count));
@@ -132,15 +131,16 @@ class DeviceRowExchange {
   Request pending_;                                 // declared last: destroyed (waited) before the buffers
 };
 
+// The bf16 copy of parameter i to write, or null (no copies, or an undefined/empty entry).
+cuda::bf16* copy_ptr(const std::vector<Tensor>& copies, std::size_t i) {
+  return copies.empty() || !copies[i].defined() || copies[i].numel() == 0 ? nullptr
+                                                                         : static_cast<cuda::bf16*>(copies[i].raw());
+}
+
 cuda::NewtonSchulzGpu::Precision to_cuda(NsPrecision p) {
   return p == NsPrecision::BF16 ? cuda::NewtonSchulzGpu::Precision::BF16 : cuda::NewtonSchulzGpu::Precision::F32;
 }
 
-// Cost estimate of a basis refresh, as the CPU planner's (only used to balance owners).
-double svd_flops(std::int64_t m, std::int64_t n) {
-  const double k = static_cast<double>(std::min(m, n));
-  return static_cast<double>(m) * static_cast<double>(n) * k + 9.0 * k * k * k;
-}
 
 }  // namespace
 
@@ -168,28 +168,12 @@ DeviceOptimizer::DeviceOptimizer(OptimConfig config, std::vector<ParamSpec> para
     rank_ = comm_->rank();
     nranks_ = comm_->size();
   }
-  std::vector<OrthoTask> tasks;
-  task_index_.assign(specs_.size(), -1);
-  for (std::size_t i = 0; i < specs_.size(); ++i) {
-    const auto& s = specs_[i];
+  for (const auto& s : specs_) {
     OS_CHECK(!s.shape.empty(), "optimizer: parameter {} is 0-d; give it shape (1,)", s.name);
     local_shapes_.push_back(shard_shape(s.shape, nranks_, rank_));
-    if (s.rule == RuleKind::AdamW || s.rule == RuleKind::CondaPlain) continue;
-    OS_CHECK(s.shape.size() >= 2, "optimizer: parameter {} of shape {} cannot take the {} matrix rule", s.name,
-             shape_str(s.shape), rule_name(s.rule));
-    OrthoTask t;
-    t.param = i;
-    t.m = s.shape[0];
-    t.n = cols_of(s.shape);
-    t.allow_gram = false;
-    if (s.rule == RuleKind::Conda) {
-      const std::int64_t k = std::min(t.m, t.n);
-      const bool left = !conda_right_side(config_.proj_type, t.m, t.n);
-      t.flops = svd_flops(t.m, t.n) / config_.update_proj_gap + (left ? 6.0 * t.m * t.n * k : 0.0) + 1.0;
-    }
-    task_index_[i] = static_cast<int>(tasks.size());
-    tasks.push_back(t);
   }
+  std::vector<OrthoTask> tasks = matrix_tasks(specs_, config_, task_index_);
+  for (auto& t : tasks) t.allow_gram = false;  // the GPU orthogonalizes every matrix on its owner
   plan_ = make_ortho_plan(std::move(tasks), nranks_, OrthoScheme::Owner, config_.ns_steps);
   impl_ = std::make_unique<Impl>(ns_precision_, config_.ns_steps);
   impl_->state.resize(specs_.size());
@@ -212,15 +196,8 @@ RowRange DeviceOptimizer::local_rows(std::size_t i) const { return shard_rows(sp
 
 StateHome DeviceOptimizer::state_home(std::size_t param, const std::string& name, int* owner) const {
   const int ti = task_index_.at(param);
-  const OrthoTask* t = ti < 0 ? nullptr : &plan_.tasks[static_cast<std::size_t>(ti)];
-  if (owner) *owner = t ? t->owner : 0;
-  if (name == "step" || name == "conda_basis_step" || name == "conda_basis_side") return StateHome::Replicated;
-  if (t && specs_[param].rule == RuleKind::Conda) {
-    const bool right = conda_right_side(config_.proj_type, t->m, t->n);
-    if (name == "conda_basis") return right ? StateHome::Replicated : StateHome::Owner;
-    if (name == "exp_avg_sq" && !right) return StateHome::Owner;
-  }
-  return StateHome::Rows;
+  return state_home_of(specs_[param].rule, ti < 0 ? nullptr : &plan_.tasks[static_cast<std::size_t>(ti)], config_,
+                       name, owner);
 }
 
 // The device buffer of a state tensor, created zero-filled (and registered in the ParamState as a device view).
@@ -283,10 +260,6 @@ void DeviceOptimizer::step(const std::vector<Tensor>& params, const std::vector<
   const OptimConfig& c = config_;
   stats_ = {};
   const double lr = c.lr * lr_scale;
-  auto copy_of = [&](std::size_t i) -> cuda::bf16* {
-    return copies.empty() || !copies[i].defined() || copies[i].numel() == 0 ? nullptr
-                                                                           : static_cast<cuda::bf16*>(copies[i].raw());
-  };
 
   // (A) Local: elementwise rules, Muon/NorMuon momentum, Conda's first moment.
   auto t0 = Clock::now();
@@ -306,14 +279,14 @@ void DeviceOptimizer::step(const std::vector<Tensor>& params, const std::vector<
           float* v = state_buffer(i, "exp_avg_sq", ls);
           const std::int64_t t = advance_step(st);
           const auto sc = cuda::adamw_scalars(hp.lr * lr_scale, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, t);
-          cuda::adamw_update<float>(w, copy_of(i), g, m, v, n, sc, stream_);
+          cuda::adamw_update<float>(w, copy_ptr(copies, i), g, m, v, n, sc, stream_);
           break;
         }
         case RuleKind::CondaPlain: {
           float* mom = state_buffer(i, "exp_avg", ls);
           float* v = state_buffer(i, "exp_avg_sq", ls);
           const std::int64_t t = advance_step(st);
-          cuda::conda_plain_update(w, copy_of(i), g, mom, v, n, c.beta1, c.beta2_adam, c.eps,
+          cuda::conda_plain_update(w, copy_ptr(copies, i), g, mom, v, n, c.beta1, c.beta2_adam, c.eps,
                                    conda_step_size(c, t, lr), lr, c.weight_decay, stream_);
           break;
         }
@@ -353,7 +326,7 @@ void DeviceOptimizer::step(const std::vector<Tensor>& params, const std::vector<
     normuon_finish(params, copies, lr);
   } else {
     for (const auto& t : plan_.tasks)
-      cuda::decay_then_apply<float>(params[t.param].data<float>(), copy_of(t.param), impl_->update[t.param].data(),
+      cuda::decay_then_apply<float>(params[t.param].data<float>(), copy_ptr(copies, t.param), impl_->update[t.param].data(),
                                     shape_numel(local_shapes_[t.param]), lr, c.weight_decay,
                                     matrix_scale_factor(c.scale, t.m, t.n), stream_);
   }
@@ -459,11 +432,7 @@ void DeviceOptimizer::normuon_finish(const std::vector<Tensor>& params, const st
       cuda::scale_inplace<float>(o, size, std::sqrt(before[j]) / (hat_norm + 1e-10), stream_);
       factor = matrix_scale_factor(c.scale, t.m, t.n);
     }
-    cuda::bf16* copy =
-        copies.empty() || !copies[t.param].defined() || copies[t.param].numel() == 0
-            ? nullptr
-            : static_cast<cuda::bf16*>(copies[t.param].raw());
-    cuda::decay_then_apply<float>(params[t.param].data<float>(), copy, o, size, lr, c.weight_decay, factor, stream_);
+    cuda::decay_then_apply<float>(params[t.param].data<float>(), copy_ptr(copies, t.param), o, size, lr, c.weight_decay, factor, stream_);
   }
 }
 
@@ -471,10 +440,6 @@ void DeviceOptimizer::conda_matrices(const std::vector<Tensor>& params, const st
                                      const std::vector<Tensor>& copies, double lr) {
   const OptimConfig& c = config_;
   Impl& im = *impl_;
-  auto copy_of = [&](std::size_t i) -> cuda::bf16* {
-    return copies.empty() || !copies[i].defined() || copies[i].numel() == 0 ? nullptr
-                                                                           : static_cast<cuda::bf16*>(copies[i].raw());
-  };
   std::vector<const OrthoTask*> refresh, left;
   for (const auto& t : plan_.tasks) {
     const ParamState& st = states_[t.param];
@@ -606,7 +571,7 @@ void DeviceOptimizer::conda_matrices(const std::vector<Tensor>& params, const st
   for (const auto& t : plan_.tasks) {
     const std::int64_t step_t = states_[t.param].get_int("step");
     const double step = conda_step_size(c, step_t, lr) * c.conda_scale;
-    cuda::conda_apply(params[t.param].data<float>(), copy_of(t.param), im.update[t.param].data(),
+    cuda::conda_apply(params[t.param].data<float>(), copy_ptr(copies, t.param), im.update[t.param].data(),
                       shape_numel(local_shapes_[t.param]), step, lr, c.weight_decay, stream_);
   }
 }
