@@ -18,8 +18,12 @@ struct CommBenchOptions {
   int repeats = 3;       // ours/raw alternate this many times; medians are reported
   std::vector<std::string> ops{"all_gather", "reduce_scatter", "all_reduce", "all_to_all"};
   std::string json_path;  // empty: no JSON
+  bool overlap = false;   // instead of the bandwidth sweep: how much of each collective hides behind compute
+  std::size_t overlap_bytes = 32u << 20;
 };
 
 int run_comm_bench(Communicator& comm, const CommBenchOptions& opt);
+// `bench comm --overlap` (bench/overlap_bench.cpp).
+int run_overlap_bench(Communicator& comm, const CommBenchOptions& opt);
 
 }  // namespace orthoshard

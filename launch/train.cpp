@@ -40,6 +40,7 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOptions& opt) {
   const int W = world.size(), me = world.rank();
   const auto& tc = cfg.train;
+  const bool overlap = opt.overlap.value_or(cfg.runtime.overlap_enabled());
   if (cfg.runtime.backend == Device::CUDA) {
 #if ORTHOSHARD_HAVE_CUDA
     return train_cuda(world, cfg, opt);
@@ -70,7 +71,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
   const auto& unit_specs = setup.unit_specs;
   const auto& param_shapes = setup.param_shapes;
   FsdpEngine engine(unit_specs, *shard, replica.get(),
-                    {cfg.runtime.param_dtype, cfg.runtime.reduce_dtype, opt.overlap});
+                    {cfg.runtime.param_dtype, cfg.runtime.reduce_dtype, overlap});
   for (const auto& [name, t] : setup.init.named()) engine.load_full(name, t);
   setup.init = Gpt2Params();  // the full copy is not kept
 
@@ -102,9 +103,9 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
                                           : ", from " + cfg.model.init_from);
     log::info("data: {}; {} steps per epoch", stream->describe(), loader.steps_per_epoch());
     if (cfg.data.path.rfind("builtin:synthetic", 0) == 0) log::info("data: {}", SyntheticLanguage().describe());
-    log::info("job: {} ranks ({}), {} tokens per step (W {} x K {} x B {} x T {}), optimizer {}, {} matrices "
-              "orthogonalized across {} rank(s)",
-              W, cfg.runtime.sharding(), tokens_per_step, W, tc.grad_accum, tc.batch_size, tc.seq_len,
+    log::info("job: {} ranks ({}, communication {}), {} tokens per step (W {} x K {} x B {} x T {}), optimizer {}, "
+              "{} matrices orthogonalized across {} rank(s)",
+              W, cfg.runtime.sharding(), overlap ? "overlapped with compute" : "blocking", tokens_per_step, W, tc.grad_accum, tc.batch_size, tc.seq_len,
               cfg.optim.name, optim.plan().tasks.size(), shard->size());
   }
 
@@ -114,7 +115,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
   const std::size_t U = units.size(), emb = 0, head = U - 1;
   auto reduce = [&](std::size_t u) {
     engine.reduce_grads(u);
-    if (!opt.overlap) engine.finish_reductions();
+    if (!overlap) engine.finish_reductions();
   };
   auto gather = [&](std::size_t u, std::ptrdiff_t next) {
     engine.gather(u);
@@ -138,7 +139,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
       loader.load(j, inputs, targets);
       // Forward: embedding, blocks, head (the head reads the tied wte of the embedding unit).
       for (std::size_t u = 0; u < U; ++u) {
-        gather(u, opt.overlap ? static_cast<std::ptrdiff_t>(u) + 1 : -1);
+        gather(u, overlap ? static_cast<std::ptrdiff_t>(u) + 1 : -1);
         const Gpt2Unit& unit = units[u];
         if (unit.kind == UnitKind::Embedding) {
           model.embedding_forward(embedding_weights(fulls), inputs);
@@ -150,7 +151,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
         }
       }
       // Backward in reverse; the last micro-batch reduce-scatters each unit as soon as it is done.
-      if (opt.overlap && U > 2) engine.prefetch(head - 1);
+      if (overlap && U > 2) engine.prefetch(head - 1);
       model.head_backward(head_weights(fulls), head_weights(fgrads), 1.0 / tc.grad_accum);
       if (last) reduce(head);
       if (reshard) {
@@ -158,7 +159,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
         engine.release(emb);
       }
       for (std::size_t u = head - 1; u >= 1; --u) {
-        gather(u, opt.overlap ? static_cast<std::ptrdiff_t>(u) - 1 : -1);
+        gather(u, overlap ? static_cast<std::ptrdiff_t>(u) - 1 : -1);
         model.block_backward(units[u].layer, block_weights(fulls, units[u].layer),
                              block_weights(fgrads, units[u].layer));
         if (last) reduce(u);

@@ -5,6 +5,7 @@
 #include "runtime/comm/communicator.hpp"
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace orthoshard {
@@ -19,7 +20,9 @@ struct TrainResult {
 
 struct TrainOptions {
   bool quiet = false;              // no log lines (tests)
-  bool overlap = true;             // false: every collective completes before compute goes on (bench)
+  // Overrides runtime.overlap when set (bench train runs both); false: every collective completes where it
+  // is issued.
+  std::optional<bool> overlap;
 };
 
 // Trains with `cfg` on the ranks of `world`. Collective; every rank returns the same losses.

@@ -36,6 +36,7 @@ std::string_view lr_schedule_name(LrSchedule s) {
 
 std::string_view nan_policy_name(NanPolicy p) { return p == NanPolicy::Stop ? "stop" : "skip"; }
 std::string_view comm_backend_name(CommBackend c) { return c == CommBackend::Mpi ? "mpi" : "nccl"; }
+std::string_view overlap_name(Overlap o) { return o == Overlap::Auto ? "auto" : o == Overlap::On ? "on" : "off"; }
 
 std::string RuntimeSection::sharding() const {
   return hybrid_group_size == 0 ? std::string("full") : fmt::format("hybrid:{}", hybrid_group_size);
@@ -353,6 +354,11 @@ const std::vector<KeySpec>& schema() {
     {"runtime", "prefetch", Kind::Int,
      [](TrainConfig& c, const Value& v) { c.runtime.prefetch = small_int_at_least(v, 0); },
      [](const TrainConfig& c) { return toml_int(c.runtime.prefetch); }},
+    {"runtime", "overlap", Kind::String,
+     [](TrainConfig& c, const Value& v) {
+       c.runtime.overlap = choose<Overlap>(v, {{"auto", Overlap::Auto}, {"on", Overlap::On}, {"off", Overlap::Off}});
+     },
+     [](const TrainConfig& c) { return toml_string(overlap_name(c.runtime.overlap)); }},
   };
   return keys;
 }

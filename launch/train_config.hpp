@@ -71,6 +71,9 @@ struct CheckpointSection {
 };
 
 // [runtime]
+enum class Overlap { Auto, On, Off };
+std::string_view overlap_name(Overlap o);
+
 struct RuntimeSection {
   Device backend = Device::CPU;  // "cpu" | "cuda"
   CommBackend comm = CommBackend::Mpi;
@@ -81,6 +84,11 @@ struct RuntimeSection {
   int threads = 0;               // CPU threads per rank; 0 = library default
   double comm_timeout_s = 600;   // cuda: a collective not done after this long ends the job (0 = never)
   int prefetch = 1;              // cuda: units whose all-gather is started ahead of use (0 = none)
+  // Overlap of collectives with compute (prefetched all-gathers, asynchronous reduce-scatters): on, off, or
+  // auto = on where collectives progress in the background (cuda), off for MPI on host memory (cpu), where
+  // non-blocking collectives only progress inside MPI calls and were measured slower than blocking ones.
+  Overlap overlap = Overlap::Auto;
+  bool overlap_enabled() const { return overlap == Overlap::On || (overlap == Overlap::Auto && backend == Device::CUDA); }
   std::string sharding() const;  // "full" or "hybrid:S"
   bool operator==(const RuntimeSection&) const = default;
 };

@@ -154,7 +154,8 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
   const auto fulls = [&](const std::string& n) { return engine.full(n); };
   const auto fgrads = [&](const std::string& n) { return engine.full_grad(n); };
   const bool reshard = cfg.runtime.reshard_after_forward;
-  const int depth = opt.overlap ? cfg.runtime.prefetch : 0;
+  const bool overlap = opt.overlap.value_or(cfg.runtime.overlap_enabled());
+  const int depth = overlap ? cfg.runtime.prefetch : 0;
   const std::size_t U = units.size(), emb = 0, head = U - 1;
   // Gather u and start the all-gathers of the next `depth` units: upwards in the forward, downwards to block 1
   // in the backward (the embedding's weights are not needed there).
@@ -168,7 +169,7 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
   };
   auto reduce = [&](std::size_t u) {
     engine.reduce_grads(u);
-    if (!opt.overlap) engine.finish_reductions();
+    if (!overlap) engine.finish_reductions();
   };
 
   TrainResult result;

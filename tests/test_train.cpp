@@ -68,8 +68,11 @@ TEST_F(MpiTest, HybridShardingEqualsFullSharding) {
 
 TEST_F(MpiTest, NoOverlapAndNoReshardGiveTheSameLosses) {
   const TrainResult a = train(comm(), tiny("normuon"), {true, true});
-  const TrainResult b = train(comm(), tiny("normuon", {"--runtime.reshard_after_forward=false"}), {true, false});
+  const TrainResult b = train(
+      comm(), tiny("normuon", {"--runtime.reshard_after_forward=false", "--runtime.overlap=off"}), {true, std::nullopt});
   EXPECT_EQ(a.losses, b.losses);
+  const TrainResult c = train(comm(), tiny("normuon"), {true, std::nullopt});  // runtime.overlap = auto: blocking on the CPU
+  EXPECT_EQ(a.losses, c.losses);
 }
 
 TEST_F(MpiTest, Bf16TransportStaysClose) {

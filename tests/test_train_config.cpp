@@ -114,6 +114,14 @@ TEST(TrainConfig, DefaultsWithoutFile) {
   EXPECT_EQ(c.source, "");
 }
 
+TEST(TrainConfig, OverlapAutoIsOnForCudaAndOffForCpu) {
+  EXPECT_EQ(load_train_config("", {}).runtime.overlap, Overlap::Auto);
+  EXPECT_FALSE(load_train_config("", {}).runtime.overlap_enabled());
+  EXPECT_TRUE(load_train_config("", {"--runtime.backend=cuda"}).runtime.overlap_enabled());
+  EXPECT_TRUE(load_train_config("", {"--runtime.overlap=on"}).runtime.overlap_enabled());
+  EXPECT_FALSE(load_train_config("", {"--runtime.backend=cuda", "--runtime.overlap=off"}).runtime.overlap_enabled());
+}
+
 TEST(TrainConfig, ParsesEverySectionOfAFile) {
   const fs::path dir = scratch_dir();
   const std::string path = write_file(dir / "cfg.toml", R"(
@@ -283,7 +291,7 @@ TEST(TrainConfig, OverrideRecognition) {
   EXPECT_FALSE(is_config_override("--.x"));
   EXPECT_FALSE(is_config_override("--x.=3"));
   const auto keys = train_config_keys();
-  EXPECT_EQ(keys.size(), 8u + 3u + 12u + 20u + 4u + 9u);
+  EXPECT_EQ(keys.size(), 8u + 3u + 12u + 20u + 4u + 10u);
   EXPECT_EQ(keys.front(), "model.init_from");
 }
 
@@ -351,6 +359,7 @@ TEST(TrainConfigErrors, OverrideErrorsNameTheFlag) {
   EXPECT_EQ(load_error("", {"--runtime.backend=tpu"}), "--runtime.backend: 'tpu' is not cpu or cuda");
   EXPECT_EQ(load_error("", {"--runtime.prefetch=-1"}).rfind("--runtime.prefetch: ", 0), 0u);
   EXPECT_EQ(load_error("", {"--runtime.comm_timeout_s=-5"}).rfind("--runtime.comm_timeout_s: ", 0), 0u);
+  EXPECT_EQ(load_error("", {"--runtime.overlap=yes"}).rfind("--runtime.overlap: ", 0), 0u);
   EXPECT_EQ(load_error("", {"--runtime.comm=gloo"}), "--runtime.comm: 'gloo' is not mpi or nccl");
   EXPECT_EQ(load_error("", {"--runtime.param_dtype=f16"}), "--runtime.param_dtype: 'f16' is not f32 or bf16");
   EXPECT_EQ(load_error("", {"--data.order=random"}), "--data.order: 'random' is not sequential or shuffled");
@@ -418,9 +427,10 @@ TEST(TrainConfig, ResolvedTomlRoundTripsEveryKey) {
            "--checkpoint.dir=ck dir", "--checkpoint.every=10", "--checkpoint.keep=4", "--checkpoint.resume=auto",
            "--runtime.backend=cuda", "--runtime.comm=nccl", "--runtime.sharding=hybrid:3",
            "--runtime.param_dtype=bf16", "--runtime.reduce_dtype=bf16", "--runtime.reshard_after_forward=false",
-           "--runtime.threads=6", "--runtime.comm_timeout_s=90.5", "--runtime.prefetch=2"});
+           "--runtime.threads=6", "--runtime.comm_timeout_s=90.5", "--runtime.prefetch=2", "--runtime.overlap=on"});
   EXPECT_EQ(c.runtime.comm_timeout_s, 90.5);
   EXPECT_EQ(c.runtime.prefetch, 2);
+  EXPECT_EQ(c.runtime.overlap, Overlap::On);
   const std::string text = c.resolved_toml();
   for (const std::string& k : train_config_keys()) {
     const std::string key = k.substr(k.find('.') + 1);

@@ -146,9 +146,10 @@ Request make_request(std::unique_ptr<MpiPending> p) { return Request(std::move(p
 
 // ---------------- process lifetime ----------------
 
-MpiRuntime::MpiRuntime(int* argc, char*** argv) {
+MpiRuntime::MpiRuntime(int* argc, char*** argv, bool thread_multiple) {
   int provided = 0;
-  check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+  check(MPI_Init_thread(argc, argv, thread_multiple ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED, &provided),
+        "MPI_Init_thread");
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   check(MPI_Op_create(&bf16_sum_fn, 1, &g_bf16_sum), "MPI_Op_create(bf16 sum)");
   check(MPI_Op_create(&bf16_max_fn, 1, &g_bf16_max), "MPI_Op_create(bf16 max)");

@@ -13,7 +13,8 @@ namespace orthoshard {
 // Owns MPI_Init_thread .. MPI_Finalize for the process. Communicators must be destroyed first.
 class MpiRuntime {
  public:
-  MpiRuntime(int* argc, char*** argv);
+  // thread_multiple: ask for MPI_THREAD_MULTIPLE (else FUNNELED: MPI is called from the main thread only).
+  MpiRuntime(int* argc, char*** argv, bool thread_multiple = false);
   ~MpiRuntime();
   MpiRuntime(const MpiRuntime&) = delete;
   MpiRuntime& operator=(const MpiRuntime&) = delete;

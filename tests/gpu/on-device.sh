@@ -6,11 +6,17 @@
 #                        its 1-rank run does not skip); every optimizer trace through the GPU optimizer; the
 #                        trainer on the GPU against the CPU trainer, the reference and its own checkpoints
 #   on-device.sh bench   `orthoshard bench gpu`, the PyTorch peer (eager, torch.compile), the trainer on 124M
-#   on-device.sh [all]   both (longer than one 10-minute device command)
+#   on-device.sh cpu     CPU overlap where cores are free (that machine has 16): `bench comm --overlap` and
+#                        `bench train` at 2 ranks
+#   on-device.sh [all]   tests and bench (longer than one 10-minute device command)
+# The device tool brings back at most 8 files from $OUT: the logs travel as one $OUT/gpu-logs-MODE.tar.gz.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-out=${OUT:-$root/gpu-logs}
+mode=${1:-all}  # tests | bench | cpu | all (one device command runs at most 10 minutes: call tests, then bench)
+case $mode in tests | bench | cpu | all) ;; *) echo "usage: on-device.sh tests|bench|cpu|all" >&2; exit 2 ;; esac
+out=$root/gpu-logs/$mode
+rm -rf "$out"
 mkdir -p "$out"
 source tests/gpu/kit-env.sh
 export GTEST_COLOR=no
@@ -31,8 +37,10 @@ step() {  # step NAME COMMAND...: runs, logs to $out/NAME.log, records pass/fail
   nvidia-smi -L; ldd --version | head -1
   for b in "$KIT"/bin/*; do echo "$b:"; ldd "$b" | grep -E 'not found|cudart|cublas|cusolver|nccl|mpi\.so'; done
 } >"$out/env.log" 2>&1
-mode=${1:-all}  # tests | bench | all (one device command runs at most 10 minutes: call tests, then bench)
-if [ "$mode" != bench ]; then
+run_tests=0 run_bench=0
+[ "$mode" = tests ] || [ "$mode" = all ] && run_tests=1
+[ "$mode" = bench ] || [ "$mode" = all ] && run_bench=1
+if [ $run_tests = 1 ]; then
 step cuda_kernels "$KIT/bin/test_cuda"
 step gpt2_cuda "$KIT/bin/test_gpt2_cuda"
 for np in 1 2 3 4; do step "device_comm_np$np" mpirun -np "$np" "$KIT/bin/test_device_comm"; done
@@ -62,7 +70,7 @@ step replay_cuda replays
 # The trainer on the GPU against the CPU trainer, the GPT-2 reference and its own checkpoints.
 for np in 1 2 3 4; do step "train_cuda_np$np" mpirun -np "$np" "$KIT/bin/test_train_cuda"; done
 fi
-if [ "$mode" != tests ]; then
+if [ $run_bench = 1 ]; then
 # Numbers: GEMM rates, Newton-Schulz against them, GPT-2 124M bf16 training steps (B=8, T=1024).
 step bench_gpu "$KIT/bin/orthoshard" bench gpu --json "$out/bench_gpu.json"
 # The PyTorch peer of its GPT-2 steps (eager and torch.compile; bf16 autocast, fp32 master weights, fused AdamW).
@@ -72,14 +80,28 @@ step train_124m "$KIT/bin/orthoshard" train --config launch/configs/gpt2-124m.to
   --train.steps=30 --train.batch_size=8 --train.grad_accum=1 --train.log_every=5 --train.warmup_steps=0 \
   --train.metrics="$out/train_124m.jsonl" --checkpoint.every=0 --checkpoint.resume=none
 fi
+if [ "$mode" = cpu ]; then
+# Issue 6's overlap where cores are free: one BLAS thread per rank leaves 14 of the 16 cores idle.
+step cpu_overlap env OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 mpirun -np 2 "$KIT/bin/orthoshard" bench comm \
+  --overlap --repeats 5 --json "$out/cpu_overlap.json"
+step cpu_train_smoke mpirun -np 2 "$KIT/bin/orthoshard" bench train --config launch/configs/smoke.toml \
+  --train.steps=40 --runtime.threads=1 --json "$out/cpu_train_smoke.json"
+step cpu_train_l12 mpirun -np 2 "$KIT/bin/orthoshard" bench train --config launch/configs/smoke.toml \
+  --model.L=12 --model.C=768 --model.NH=12 --model.maxT=256 --train.seq_len=256 --train.batch_size=4 \
+  --train.steps=4 --optim.name=adamw --runtime.threads=4 --json "$out/cpu_train_l12.json"
+fi
 echo "---- environment ----"; cat "$out/env.log" | head -20
 echo "---- failures ----"; grep -h -E '^\[  FAILED  \]|Failure|error:' "$out"/*.log | head -40
-if [ "$mode" != tests ]; then
+if [ $run_bench = 1 ]; then
   echo "---- bench gpu ----"; grep -v '^#' "$out/bench_gpu.log" | tail -12
   echo "---- pytorch peer ----"; tail -8 "$out/torch_peer.log"
   echo "---- trainer, GPT-2 124M ----"; grep -E 'memory|step +(5|30)/|done:' "$out/train_124m.log" | tail -6
 fi
-if [ "$mode" != bench ]; then
+if [ "$mode" = cpu ]; then
+  for f in cpu_overlap cpu_train_smoke cpu_train_l12; do echo "---- $f ----"; grep -v builtin "$out/$f.log" | tail -7; done
+fi
+if [ $run_tests = 1 ]; then
   echo "---- measured differences ----"; grep -h -E 'max relative' "$out"/train_cuda_np*.log | sort | uniq | head -20
 fi
 echo "---- summary ----"; printf '%s\n' "${summary[@]}"
+if [ -n "${OUT:-}" ]; then tar czf "$OUT/gpu-logs-$mode.tar.gz" -C "$root/gpu-logs" "$mode"; fi
