@@ -2,6 +2,8 @@
 // reduce_scatter input, all_to_all send buffer; busbw = algbw x 2(n-1)/n (all_reduce) or (n-1)/n (others).
 #include "bench/comm_bench.hpp"
 
+#include "bench/bench_json.hpp"
+
 #include "runtime/comm/mpi_communicator.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
@@ -13,7 +15,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <fstream>
 #include <functional>
 
 namespace orthoshard {
@@ -143,11 +144,8 @@ int run_comm_bench(Communicator& comm, const CommBenchOptions& opt) {
     }
   }
   if (!opt.json_path.empty() && comm.rank() == 0) {
-    nlohmann::json doc = {{"ranks", n}, {"backend", comm.backend()}, {"memcpy_gbps", mem_gbps}, {"results", rows}};
-    std::ofstream f(opt.json_path);
-    OS_CHECK(f.good(), "bench comm: cannot write JSON to '{}'", opt.json_path);
-    f << doc.dump(2) << "\n";
-    log::info("# JSON written to {}", opt.json_path);
+    write_bench_json(opt.json_path,
+                     {{"ranks", n}, {"backend", comm.backend()}, {"memcpy_gbps", mem_gbps}, {"results", rows}});
   }
   return 0;
 }

@@ -1,6 +1,7 @@
 // Newton-Schulz and optimizer-step benchmarks (single process; they print numbers and assert nothing).
 #include "bench/optim_bench.hpp"
 
+#include "bench/bench_json.hpp"
 #include "optim/linalg.hpp"
 #include "optim/optimizer.hpp"
 #include "optim/orthogonalize/newton_schulz.hpp"
@@ -50,14 +51,6 @@ void write_f32(const std::string& path, const std::vector<float>& v) {
   OS_CHECK(f.good(), "cannot write '{}'", path);
   f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
   OS_CHECK(f.good(), "cannot write '{}'", path);
-}
-
-void write_json(const std::string& path, const nlohmann::json& doc) {
-  if (path.empty()) return;
-  std::ofstream f(path);
-  OS_CHECK(f.good(), "cannot write JSON to '{}'", path);
-  f << doc.dump(2) << "\n";
-  log::info("# JSON written to {}", path);
 }
 
 }  // namespace
@@ -135,7 +128,7 @@ int run_ns_bench(const NsBenchOptions& opt) {
     rows.push_back({{"m", m}, {"n", n}, {"ns_ms", t_ns * 1e3}, {"ns_gflops", ns_gflops},
                     {"sgemm_gflops", gemm_gflops}, {"ratio", ratio}});
   }
-  write_json(opt.json_path, {{"bench", "ns"}, {"blas_threads", openblas_get_num_threads()}, {"results", rows}});
+  write_bench_json(opt.json_path, {{"bench", "ns"}, {"blas_threads", openblas_get_num_threads()}, {"results", rows}});
   return 0;
 }
 
@@ -256,7 +249,7 @@ int run_optim_bench(Communicator& comm, const OptimBenchOptions& opt) {
               return s;
             }());
   if (me == 0)
-    write_json(opt.json_path, {{"bench", "optim"}, {"layers", opt.layers}, {"channels", opt.channels},
+    write_bench_json(opt.json_path, {{"bench", "optim"}, {"layers", opt.layers}, {"channels", opt.channels},
                                {"ranks", n}, {"scheme", opt.scheme}, {"results", rows}});
   return 0;
 }

@@ -5,6 +5,7 @@
 // second communicator while the main thread computes (what a communication thread would give; needs
 // MPI_THREAD_MULTIPLE). hidden = (serial − mode) / collective alone: 100% means the collective cost nothing.
 #include "bench/comm_bench.hpp"
+#include "bench/bench_json.hpp"
 #include "optim/linalg.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
@@ -16,7 +17,6 @@
 #include <algorithm>
 #include <cmath>
 #include <exception>
-#include <fstream>
 #include <functional>
 #include <thread>
 #include <vector>
@@ -151,12 +151,8 @@ int run_overlap_bench(Communicator& comm, const CommBenchOptions& opt) {
     rows.push_back(row);
   }
   if (!opt.json_path.empty() && comm.rank() == 0) {
-    const nlohmann::json doc = {{"ranks", n}, {"backend", comm.backend()}, {"gemm_ms", t_gemm * 1e3},
-                                {"thread_multiple", threads_ok}, {"results", rows}};
-    std::ofstream f(opt.json_path);
-    OS_CHECK(f.good(), "bench comm: cannot write JSON to '{}'", opt.json_path);
-    f << doc.dump(2) << "\n";
-    log::info("# JSON written to {}", opt.json_path);
+    write_bench_json(opt.json_path, {{"ranks", n}, {"backend", comm.backend()}, {"gemm_ms", t_gemm * 1e3},
+                                     {"thread_multiple", threads_ok}, {"results", rows}});
   }
   return 0;
 }

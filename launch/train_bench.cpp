@@ -2,13 +2,13 @@
 // exposed communication time that overlapping hides: (t_serial − t_overlap) / t_comm_serial.
 #include "launch/train_bench.hpp"
 
+#include "bench/bench_json.hpp"
 #include "launch/train.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
 
 #include <nlohmann/json.hpp>
 
-#include <fstream>
 
 namespace orthoshard {
 
@@ -51,9 +51,7 @@ int run_train_bench(Communicator& world, const std::string& config_path, const s
                               {"serial", {{"tokens_per_s", serial.tokens_per_s},
                                           {"comm_wait_fraction", serial.comm_wait_fraction}, {"losses", serial.losses}}},
                               {"hidden_fraction", hidden}};
-    std::ofstream f(json_path);
-    OS_CHECK(f.good(), "bench train: cannot write JSON to '{}'", json_path);
-    f << j.dump(2) << "\n";
+    write_bench_json(json_path, j);
   }
   return 0;
 }
