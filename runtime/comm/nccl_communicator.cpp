@@ -184,10 +184,12 @@ NcclCommunicator::NcclCommunicator(std::unique_ptr<MpiCommunicator> mpi, int dev
   OS_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
   OS_NCCL_CHECK(ncclCommInitRank(&comm_, n, id, me));
   watchdog_->forget(init);
-  watchdog_->set_health_check([this, me, selected = false]() mutable -> std::string {
-    if (!selected) {  // the watchdog thread queries our events: on our GPU, not a new context on GPU 0
+  // The watchdog copies the check for each poll: the flag lives behind a shared pointer so the device is set
+  // once (only the watchdog thread runs the check).
+  watchdog_->set_health_check([this, me, selected = std::make_shared<bool>(false)]() -> std::string {
+    if (!*selected) {  // the watchdog thread queries our events: on our GPU, not a new context on GPU 0
       if (cudaSetDevice(device_) != cudaSuccess) return fmt::format("nccl (rank {}): cudaSetDevice({}) failed", me, device_);
-      selected = true;
+      *selected = true;
     }
     ncclResult_t async = ncclSuccess;
     if (ncclCommGetAsyncError(comm_, &async) != ncclSuccess) return fmt::format("nccl (rank {}): ncclCommGetAsyncError failed", me);

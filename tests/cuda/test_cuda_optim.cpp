@@ -227,4 +227,41 @@ OS_TEST(CudaOptim, SvdThin) {
   }
 }
 
+// Sweep limits from 1 up: a result is either refused (CudaError naming the non-convergence) or reproduces A,
+// and an unconverged result is accepted only with its residual within the documented bound.
+OS_TEST(CudaOptim, SvdUnconvergedResultIsRefusedOrAccurate) {
+  OS_REQUIRE_GPU();
+  const std::int64_t m = 96, n = 64, k = 64;
+  const auto a = rounded<float>(randn(m * n, 777));
+  int refused = 0, accepted = 0;
+  for (int sweeps = 1; sweeps <= 12; ++sweeps) {
+    SvdGpu svd;
+    svd.set_max_sweeps(sweeps);
+    auto d_a = upload<float>(a);
+    DeviceBuffer<float> u(m * k), s(k), vt(k * n);
+    try {
+      svd.thin(d_a.data(), m, n, u.data(), s.data(), vt.data(), nullptr);
+    } catch (const CudaError& e) {
+      OS_EXPECT(std::string(e.what()).find("did not converge") != std::string::npos, "unexpected error: " << e.what());
+      ++refused;
+      continue;
+    }
+    ++accepted;
+    const auto U = download(u), S = download(s), Vt = download(vt);
+    std::vector<double> rec(m * n, 0.0);
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j)
+        for (std::int64_t p = 0; p < k; ++p) rec[i * n + j] += U[i * k + p] * S[p] * Vt[p * n + j];
+    const double bound = SvdGpu::kAcceptedRelativeResidual;
+    if (!svd.last_converged()) {
+      OS_EXPECT(svd.last_relative_residual() <= bound,
+                sweeps << " sweeps: accepted with relative residual " << svd.last_relative_residual());
+    }
+    OS_EXPECT(rel_fro(rec, a) <= 4 * bound,
+              sweeps << " sweeps (converged " << svd.last_converged() << "): reconstruction error " << rel_fro(rec, a));
+  }
+  OS_EXPECT(refused >= 1, "one Jacobi sweep should not reach the accepted residual");
+  OS_EXPECT(accepted >= 1, "12 sweeps should give an accepted result");
+}
+
 }  // namespace
