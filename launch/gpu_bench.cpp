@@ -116,13 +116,17 @@ int run_gpu_bench(const GpuBenchOptions& o) {
   if (want("ns")) {
     log::info("# NS TFLOP/s counts GEMM-equivalent flops 5 x (2 r² s + 2 r³ + 2 r² s), as `bench ns`; ratio: against "
               "the GEMM rate of the same precision above");
-    log::info("{:>10} {:>6} {:>10} {:>10} {:>8}", "shape", "prec", "ms", "TFLOP/s", "ratio");
+    log::info("# bf16 rows: 'sym' = X Xᵀ and A² by upper tiles (NewtonSchulzGpu::symmetric, the default), 'full' = "
+              "full GEMMs");
+    log::info("{:>10} {:>10} {:>10} {:>10} {:>8}", "shape", "prec", "ms", "TFLOP/s", "ratio");
     nlohmann::json rows = nlohmann::json::array();
     for (int s : o.ns_sizes) {
       const std::int64_t n = s;
-      for (auto prec : {cuda::NewtonSchulzGpu::Precision::BF16, cuda::NewtonSchulzGpu::Precision::F32}) {
-        cuda::NewtonSchulzGpu ns(blas, prec, 5);
-        const bool is_bf16 = prec == cuda::NewtonSchulzGpu::Precision::BF16;
+      for (int variant = 0; variant < 3; ++variant) {  // bf16 symmetric, bf16 full, f32
+        const bool is_bf16 = variant < 2, symmetric = variant == 0;
+        cuda::NewtonSchulzGpu ns(blas, is_bf16 ? cuda::NewtonSchulzGpu::Precision::BF16 : cuda::NewtonSchulzGpu::Precision::F32, 5);
+        ns.symmetric = symmetric;
+        const char* label = !is_bf16 ? "f32" : symmetric ? "bf16 sym" : "bf16 full";
         auto src = random_device<float>(n * n, 10 + s, 1.f, stream);
         cuda::DeviceBuffer<float> x(n * n);
         cuda::DeviceBuffer<bf16d> xb(n * n);
@@ -139,10 +143,10 @@ int run_gpu_bench(const GpuBenchOptions& o) {
             2, o.repeats, stream);
         const double tf = ns_gemm_equivalent_flops(n, n, 5) / (ms * 1e-3);
         const double ratio = tf / (is_bf16 ? gemm_bf16 : gemm_f32);
-        log::info("{:>10} {:>6} {:>10.3f} {:>10.1f} {:>8.3f}", fmt::format("{}x{}", n, n), is_bf16 ? "bf16" : "f32", ms,
-                  tf / 1e12, ratio);
-        rows.push_back({{"n", n}, {"precision", is_bf16 ? "bf16" : "f32"}, {"ms", ms}, {"tflops", tf / 1e12},
-                        {"ratio_to_gemm", ratio}});
+        log::info("{:>10} {:>10} {:>10.3f} {:>10.1f} {:>8.3f}", fmt::format("{}x{}", n, n), label, ms, tf / 1e12, ratio);
+        rows.push_back({{"n", n}, {"precision", is_bf16 ? "bf16" : "f32"}, {"symmetric_tiles", is_bf16 && symmetric},
+                        {"tiles", is_bf16 && symmetric ? cuda::NewtonSchulzGpu::symmetric_tiles(n) : 0}, {"ms", ms},
+                        {"tflops", tf / 1e12}, {"ratio_to_gemm", ratio}});
       }
     }
     out["ns"] = rows;

@@ -11,7 +11,7 @@ namespace orthoshard {
 
 struct GpuBenchOptions {
   std::vector<std::string> what = {"gemm", "ns", "model"};
-  std::vector<int> ns_sizes = {1024, 2048, 4096};
+  std::vector<int> ns_sizes = {768, 1024, 2048, 4096};
   int gemm_size = 8192;
   int layers = 12, channels = 768, seq_len = 1024, batch = 8;  // GPT-2 124M, llm.c's usual B and T
   std::int64_t vocab = 50257, vocab_padded = 50304;

@@ -193,6 +193,44 @@ OS_TEST(CudaOptim, NewtonSchulz) {
   OS_EXPECT(std::all_of(z.begin(), z.end(), [](double x) { return x == 0.0; }), "a zero matrix must stay zero");
 }
 
+// Host-side rule, no GPU needed: which sides get the tiled symmetric products and with how many tiles.
+OS_TEST(CudaOptim, SymmetricTiles) {
+  OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(768) == 4, "768: 4 tiles of 192");
+  OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(512) == 4, "512: 4 tiles of 128");
+  OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(384) == 3, "384: 3 tiles of 128");
+  OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(256) == 2, "256: 2 tiles of 128");
+  OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(200) == 0, "200: tiles under 128 rows");
+  OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(1000) == 0, "1000: no tile a multiple of 8");
+  OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(64) == 0, "64: too small");
+}
+
+// bf16 NS with the tiled symmetric products (2, 3 and 4 tiles; wide, tall, square) against fp64 and against the
+// same iteration with full GEMMs.
+OS_TEST(CudaOptim, NewtonSchulzSymmetricProducts) {
+  OS_REQUIRE_GPU();
+  Blas blas;
+  NewtonSchulzGpu sym(blas, NewtonSchulzGpu::Precision::BF16), full(blas, NewtonSchulzGpu::Precision::BF16);
+  full.symmetric = false;
+  for (const auto& [m, n] : {std::array<std::int64_t, 2>{256, 384}, std::array<std::int64_t, 2>{384, 256},
+                             std::array<std::int64_t, 2>{384, 640}, std::array<std::int64_t, 2>{640, 384},
+                             std::array<std::int64_t, 2>{512, 512}}) {
+    const std::string shape = std::to_string(m) + "x" + std::to_string(n);
+    OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(std::min(m, n)) >= 2, shape << " should be tiled");
+    const auto g = rounded<float>(randn(m * n, 910 + static_cast<std::uint32_t>(m + n), 0.3));
+    const auto ref = ns_reference(g, m, n);
+    auto ds = upload<float>(g), df = upload<float>(g);
+    sym.run(ds.data(), m, n, nullptr);
+    full.run(df.data(), m, n, nullptr);
+    const auto xs = download(ds), xf = download(df);
+    const double es = rel_fro(xs, ref), ef = rel_fro(xf, ref), between = rel_fro(xs, xf);
+    std::printf("  NS bf16 %s: symmetric %.2e, full %.2e vs fp64; symmetric vs full %.2e\n", shape.c_str(), es, ef,
+                between);
+    OS_EXPECT(es <= 2e-2, "bf16 NS (symmetric products) " << shape << " relative error " << es);
+    OS_EXPECT(ef <= 2e-2, "bf16 NS (full GEMMs) " << shape << " relative error " << ef);
+    OS_EXPECT(between <= 2e-2, "symmetric vs full " << shape << ": " << between);
+  }
+}
+
 OS_TEST(CudaOptim, SvdThin) {
   OS_REQUIRE_GPU();
   SvdGpu svd;

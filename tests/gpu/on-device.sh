@@ -93,7 +93,7 @@ fi
 echo "---- environment ----"; cat "$out/env.log" | head -20
 echo "---- failures ----"; grep -h -E '^\[  FAILED  \]|Failure|error:' "$out"/*.log | head -40
 if [ $run_bench = 1 ]; then
-  echo "---- bench gpu ----"; grep -v '^#' "$out/bench_gpu.log" | tail -12
+  echo "---- bench gpu ----"; grep -v '^#' "$out/bench_gpu.log" | tail -22
   echo "---- pytorch peer ----"; tail -8 "$out/torch_peer.log"
   echo "---- trainer, GPT-2 124M ----"; grep -E 'memory|step +(5|30)/|done:' "$out/train_124m.log" | tail -6
 fi

@@ -16,6 +16,14 @@ template <typename T> void ensure(DeviceBuffer<T>& b, std::int64_t count) {
 }
 }  // namespace
 
+std::int64_t NewtonSchulzGpu::symmetric_tiles(std::int64_t r) {
+  for (std::int64_t tiles = kMaxTiles; tiles >= 2; --tiles) {
+    const std::int64_t t = r / tiles;
+    if (r % tiles == 0 && t % 8 == 0 && t >= kMinTile) return tiles;
+  }
+  return 0;
+}
+
 NewtonSchulzGpu::NewtonSchulzGpu(Blas& blas, Precision precision, int steps, Coefficients coef, double eps)
     : blas_(blas), precision_(precision), steps_(steps), coef_(coef), eps_(eps), norm_(1 + kSumSquaresScratch) {}
 
@@ -97,14 +105,38 @@ template <typename T> void NewtonSchulzGpu::iterate_impl(T* x, std::int64_t m, s
       add_diagonal<float>(poly, r, a, stream);
       symmetrize_upper_colmajor(poly, r, stream);
     } else {
-      // bf16: full GEMMs with fp32 accumulation (no bf16 syrk in cuBLAS). P = c A² + b A only: the a X term
-      // enters the last product through beta, so the diagonal a (~3.4) is never rounded to bf16 inside P
-      // (that rounding costs ~30% more error; same polynomial, see the tests' bf16 bound).
-      if (wide) gemm<T>(blas_, false, true, m, m, n, 1.f, cur, n, cur, n, 0.f, gram, r, stream);
-      else gemm<T>(blas_, true, false, n, n, m, 1.f, cur, n, cur, n, 0.f, gram, r, stream);
-      OS_CUDA_CHECK(cudaMemcpyAsync(poly, gram, static_cast<std::size_t>(r * r) * sizeof(T), cudaMemcpyDeviceToDevice,
-                                    stream));
-      gemm<T>(blas_, false, false, r, r, r, c, gram, r, gram, r, b, poly, r, stream);
+      // bf16 with fp32 accumulation. P = c A² + b A only: the a X term enters the last product through beta, so
+      // the diagonal a (~3.4) is never rounded to bf16 inside P (that rounding costs ~30% more error; same
+      // polynomial, see the tests' bf16 bound).
+      const std::int64_t tiles = symmetric ? symmetric_tiles(r) : 0;
+      if (tiles > 0) {
+        // Tile (i, j), i <= j, of a row-major r x r result sits at i t r + j t; the tiles of diagonal d are
+        // (i, i + d), i < tiles − d: one strided-batched GEMM with stride t r + t through the result.
+        const std::int64_t t = r / tiles, diag_stride = t * r + t;
+        for (std::int64_t d = 0; d < tiles; ++d) {
+          // A(i, j) = X_i X_jᵀ (rows i t.. of X) when wide; X[:, i]ᵀ X[:, j] (columns i t..) when tall.
+          if (wide)
+            gemm_strided_batched<T>(blas_, false, true, t, t, n, 1.f, cur, n, t * n, cur + d * t * n, n, t * n, 0.f,
+                                    gram + d * t, r, diag_stride, tiles - d, stream);
+          else
+            gemm_strided_batched<T>(blas_, true, false, t, t, m, 1.f, cur, n, t, cur + d * t, n, t, 0.f, gram + d * t,
+                                    r, diag_stride, tiles - d, stream);
+        }
+        symmetrize_upper_rowmajor<T>(gram, r, stream);
+        OS_CUDA_CHECK(cudaMemcpyAsync(poly, gram, static_cast<std::size_t>(r * r) * sizeof(T),
+                                      cudaMemcpyDeviceToDevice, stream));
+        // P(i, j) = c A(i rows, :) A(:, j columns) + b A(i, j): A² is symmetric too.
+        for (std::int64_t d = 0; d < tiles; ++d)
+          gemm_strided_batched<T>(blas_, false, false, t, t, r, c, gram, r, t * r, gram + d * t, r, t, b,
+                                  poly + d * t, r, diag_stride, tiles - d, stream);
+        symmetrize_upper_rowmajor<T>(poly, r, stream);
+      } else {
+        if (wide) gemm<T>(blas_, false, true, m, m, n, 1.f, cur, n, cur, n, 0.f, gram, r, stream);
+        else gemm<T>(blas_, true, false, n, n, m, 1.f, cur, n, cur, n, 0.f, gram, r, stream);
+        OS_CUDA_CHECK(cudaMemcpyAsync(poly, gram, static_cast<std::size_t>(r * r) * sizeof(T),
+                                      cudaMemcpyDeviceToDevice, stream));
+        gemm<T>(blas_, false, false, r, r, r, c, gram, r, gram, r, b, poly, r, stream);
+      }
       OS_CUDA_CHECK(cudaMemcpyAsync(nxt, cur, static_cast<std::size_t>(m * n) * sizeof(T), cudaMemcpyDeviceToDevice,
                                     stream));
       beta_x = a;

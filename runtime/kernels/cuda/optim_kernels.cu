@@ -177,6 +177,16 @@ __global__ void symmetrize_kernel(float* a, std::int64_t r) {
   }
 }
 
+// Row-major: element (i, j) is a[i r + j]; the upper triangle (i <= j) is copied into the lower one.
+template <typename T>
+__global__ void symmetrize_upper_rowmajor_kernel(T* a, std::int64_t r) {
+  const std::int64_t total = r * r;
+  for (std::int64_t idx = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; idx < total; idx += std::int64_t(gridDim.x) * blockDim.x) {
+    const std::int64_t i = idx / r, j = idx % r;
+    if (i > j) a[idx] = a[j * r + i];
+  }
+}
+
 // 32 x 32 tiles through shared memory (padded against bank conflicts).
 __global__ void transpose_kernel(float* out, const float* in, std::int64_t rows, std::int64_t cols) {
   __shared__ float tile[32][33];
@@ -313,6 +323,12 @@ void symmetrize_upper_colmajor(float* a, std::int64_t r, cudaStream_t stream) {
   OS_CUDA_CHECK_LAUNCH();
 }
 
+template <typename T> void symmetrize_upper_rowmajor(T* a, std::int64_t r, cudaStream_t stream) {
+  if (r <= 1) return;
+  symmetrize_upper_rowmajor_kernel<T><<<blocks_for(r * r), kThreads, 0, stream>>>(a, r);
+  OS_CUDA_CHECK_LAUNCH();
+}
+
 void transpose(float* out, const float* in, std::int64_t rows, std::int64_t cols, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
   const std::int64_t gx = (cols + 31) / 32, gy = (rows + 31) / 32;
@@ -342,5 +358,7 @@ template void scale_by_inverse_norm<float>(float*, std::int64_t, const double*, 
 template void scale_by_inverse_norm<bf16>(bf16*, std::int64_t, const double*, double, cudaStream_t);
 template void add_diagonal<float>(float*, std::int64_t, float, cudaStream_t);
 template void add_diagonal<bf16>(bf16*, std::int64_t, float, cudaStream_t);
+template void symmetrize_upper_rowmajor<float>(float*, std::int64_t, cudaStream_t);
+template void symmetrize_upper_rowmajor<bf16>(bf16*, std::int64_t, cudaStream_t);
 
 }  // namespace orthoshard::cuda
