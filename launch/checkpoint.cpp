@@ -575,7 +575,7 @@ std::int64_t Checkpointer::resume() {
       fail("checkpoint.resume = auto: none of the {} checkpoint(s) in '{}' can be loaded:{}", candidates.size(),
            c.dir, errors);
   } else {
-    info = load_checkpoint(t_, c.resume);
+    info = load_checkpoint(t_, resolve_checkpoint_path(c.resume));
   }
   resumed_step_ = info.step;
   resumed_tokens_ = info.tokens_seen;

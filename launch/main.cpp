@@ -4,6 +4,7 @@
 #include "bench/optim_bench.hpp"
 #include "launch/ckpt_bench.hpp"
 #include "launch/ckpt_tools.hpp"
+#include "runtime/checkpoint/commit.hpp"
 #include "launch/env_info.hpp"
 #include "launch/gpu_bench.hpp"
 #include "launch/model_bench.hpp"
@@ -75,7 +76,7 @@ int main(int argc, char** argv) {
   ckpt->require_subcommand(1);
   CkptInspectOptions inspect_opt;
   auto* ckpt_inspect = ckpt->add_subcommand("inspect", "Tree, shapes, statistics and checksum verification; exit 1 on failure");
-  ckpt_inspect->add_option("file", inspect_opt.file, "Checkpoint (step_<N>.h5)")->required();
+  ckpt_inspect->add_option("file", inspect_opt.file, "Checkpoint (step_<N>.h5, or a checkpoint directory: its latest)")->required();
   ckpt_inspect->add_flag("!--no-config", inspect_opt.config, "Do not print the run's configuration");
   CkptDiffOptions diff_opt;
   auto* ckpt_diff = ckpt->add_subcommand("diff", "Per-tensor max abs and relative difference of two checkpoints");
@@ -221,9 +222,19 @@ int main(int argc, char** argv) {
   if (bench_model->parsed()) return run_guarded([&] { return run_model_bench(model_opt); });
   if (bench_gpu->parsed()) return run_guarded([&] { return run_gpu_bench(gpu_opt); });
   if (prepare->parsed()) return run_guarded([&] { return run_prepare_data(prep_opt); });
-  if (ckpt_inspect->parsed()) return run_guarded([&] { return run_ckpt_inspect(inspect_opt); });
-  if (ckpt_diff->parsed()) return run_guarded([&] { return run_ckpt_diff(diff_opt); });
-  if (ckpt_export->parsed()) return run_guarded([&] { return run_ckpt_export(export_opt); });
+  if (ckpt_inspect->parsed()) return run_guarded([&] {
+    inspect_opt.file = resolve_checkpoint_path(inspect_opt.file);
+    return run_ckpt_inspect(inspect_opt);
+  });
+  if (ckpt_diff->parsed()) return run_guarded([&] {
+    diff_opt.a = resolve_checkpoint_path(diff_opt.a);
+    diff_opt.b = resolve_checkpoint_path(diff_opt.b);
+    return run_ckpt_diff(diff_opt);
+  });
+  if (ckpt_export->parsed()) return run_guarded([&] {
+    export_opt.file = resolve_checkpoint_path(export_opt.file);
+    return run_ckpt_export(export_opt);
+  });
 
   // Only the overlap benchmark's helper thread calls MPI from a second thread.
   MpiRuntime mpi(&argc, &argv, bench_comm->parsed() && comm_opt.overlap);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checkpoints end to end through the CLI: a 2-rank run writes step_<N>.h5 and `latest`; `ckpt inspect` exits 0
-# on it, 1 on a copy with bytes flipped inside a tensor's data or a truncated copy, 2 on a missing file;
+# on it (or on its directory, or `latest`), 1 on a copy with bytes flipped inside a tensor's data or a truncated
+# copy, 2 on a missing file or a directory without `latest`;
 # h5ls/h5dump read it, h5py (Debian python3-h5py; skipped when absent) reads every dataset; `ckpt export`
 # writes an llm.c model and a safetensors file, and `ckpt diff` of a file with itself is zero.
 # usage: check_ckpt.sh MPIEXEC ORTHOSHARD
@@ -35,6 +36,14 @@ echo "$out" | grep -q "/model/wte.*checksum mismatch" || fail "inspect does not 
 head -c $(( $(stat -c %s "$ck") / 2 )) "$ck" > "$tmp/truncated.h5"
 expect_rc 1 "inspect a truncated copy" "$bin" ckpt inspect "$tmp/truncated.h5"
 expect_rc 2 "inspect a missing file" "$bin" ckpt inspect "$tmp/none.h5"
+# A checkpoint directory, or its `latest`, means the checkpoint `latest` names; a directory without one is an error.
+expect_rc 0 "inspect the checkpoint directory" "$bin" ckpt inspect "$tmp/run"
+echo "$out" | grep -q "^file .*step_00000004.h5" || fail "inspect DIR does not open the latest checkpoint"
+expect_rc 0 "inspect DIR/latest" "$bin" ckpt inspect "$tmp/run/latest"
+echo "$out" | grep -q "^file .*step_00000004.h5" || fail "inspect DIR/latest does not open the latest checkpoint"
+mkdir -p "$tmp/empty"
+expect_rc 2 "inspect a directory without latest" "$bin" ckpt inspect "$tmp/empty"
+echo "$out" | grep -q "empty.*without a 'latest' file" || fail "no message naming the directory without latest"
 expect_rc 1 "resume from the byte-flipped copy fails on every rank" timeout 60 "$mpiexec" --oversubscribe -n 2 \
   "$bin" train --model.L=2 --model.C=32 --model.NH=4 --model.V=256 --model.Vp=256 --model.maxT=32 \
   --train.seq_len=16 --train.batch_size=2 --train.steps=6 --optim.name=conda --optim.scale=0.25 \

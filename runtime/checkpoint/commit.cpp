@@ -49,6 +49,23 @@ std::string read_latest(const std::string& dir) {
   return name;
 }
 
+std::string resolve_checkpoint_path(const std::string& path) {
+  std::error_code ec;
+  const fs::path p(path);
+  if (fs::is_directory(p, ec)) {
+    const std::string name = read_latest(path);
+    if (name.empty())
+      throw UsageError("'" + path + "': a directory without a 'latest' file (no complete checkpoint written there)");
+    return (p / name).string();
+  }
+  if (p.filename() == "latest" && fs::is_regular_file(p, ec)) {
+    const std::string name = read_latest(p.parent_path().empty() ? "." : p.parent_path().string());
+    if (name.empty()) throw UsageError("'" + path + "': empty (it should name a checkpoint file)");
+    return (p.parent_path() / name).string();
+  }
+  return path;
+}
+
 void fsync_path(const std::string& path, bool directory) {
   const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
   if (fd < 0) fail("'{}': cannot open to sync: {}", path, std::strerror(errno));

@@ -24,6 +24,10 @@ struct CheckpointEntry {
 std::vector<CheckpointEntry> list_checkpoints(const std::string& dir);
 // What `dir/latest` names ("" when absent).
 std::string read_latest(const std::string& dir);
+// Where a user's checkpoint argument points: a checkpoint directory means the checkpoint its `latest` names,
+// a path to a `latest` file the checkpoint it names, anything else itself. A directory without `latest` is a
+// UsageError naming it.
+std::string resolve_checkpoint_path(const std::string& path);
 
 // Forces a file's (or directory's) data to stable storage; errors name the path.
 void fsync_path(const std::string& path, bool directory = false);
