@@ -49,6 +49,11 @@ expect_rc 1 "resume from the byte-flipped copy fails on every rank" timeout 60 "
   --train.seq_len=16 --train.batch_size=2 --train.steps=6 --optim.name=conda --optim.scale=0.25 \
   --checkpoint.resume="$tmp/flipped.h5"
 echo "$out" | grep -q "error: .*corrupt.*/model/wte" || fail "resume error does not name /model/wte"
+expect_rc 0 "resume from the checkpoint directory (its latest)" timeout 60 "$mpiexec" --oversubscribe -n 2 \
+  "$bin" train --model.L=2 --model.C=32 --model.NH=4 --model.V=256 --model.Vp=256 --model.maxT=32 \
+  --train.seq_len=16 --train.batch_size=2 --train.steps=6 --optim.name=conda --optim.scale=0.25 \
+  --optim.update_proj_gap=3 --checkpoint.resume="$tmp/run"
+echo "$out" | grep -q "resumed from .*step_00000004.h5: step 4" || fail "resume from a directory does not load its latest"
 
 expect_rc 0 "h5ls -r" h5ls -r "$ck"
 echo "$out" | grep -q "/optim/wte/exp_avg_sq" || fail "h5ls does not list /optim/wte/exp_avg_sq"
