@@ -124,7 +124,8 @@ int run_gpu_bench(const GpuBenchOptions& o) {
       const std::int64_t n = s;
       for (int variant = 0; variant < 3; ++variant) {  // bf16 symmetric, bf16 full, f32
         const bool is_bf16 = variant < 2, symmetric = variant == 0;
-        cuda::NewtonSchulzGpu ns(blas, is_bf16 ? cuda::NewtonSchulzGpu::Precision::BF16 : cuda::NewtonSchulzGpu::Precision::F32, 5);
+        using Precision = cuda::NewtonSchulzGpu::Precision;
+        cuda::NewtonSchulzGpu ns(blas, is_bf16 ? Precision::BF16 : Precision::F32, 5);
         ns.symmetric = symmetric;
         const char* label = !is_bf16 ? "f32" : symmetric ? "bf16 sym" : "bf16 full";
         auto src = random_device<float>(n * n, 10 + s, 1.f, stream);

@@ -76,7 +76,8 @@ int main(int argc, char** argv) {
   ckpt->require_subcommand(1);
   CkptInspectOptions inspect_opt;
   auto* ckpt_inspect = ckpt->add_subcommand("inspect", "Tree, shapes, statistics and checksum verification; exit 1 on failure");
-  ckpt_inspect->add_option("file", inspect_opt.file, "Checkpoint (step_<N>.h5, or a checkpoint directory: its latest)")->required();
+  ckpt_inspect->add_option("file", inspect_opt.file, "Checkpoint (step_<N>.h5, or a checkpoint directory: its latest)")
+      ->required();
   ckpt_inspect->add_flag("!--no-config", inspect_opt.config, "Do not print the run's configuration");
   CkptDiffOptions diff_opt;
   auto* ckpt_diff = ckpt->add_subcommand("diff", "Per-tensor max abs and relative difference of two checkpoints");
@@ -241,7 +242,8 @@ int main(int argc, char** argv) {
   return run_guarded([&] {
     auto world = mpi.world();
     if (selfcheck->parsed()) return run_selfcheck(*world, inject_failure);
-    if (bench_comm->parsed()) return comm_opt.overlap ? run_overlap_bench(*world, comm_opt) : run_comm_bench(*world, comm_opt);
+    if (bench_comm->parsed())
+      return comm_opt.overlap ? run_overlap_bench(*world, comm_opt) : run_comm_bench(*world, comm_opt);
     if (bench_optim->parsed()) return run_optim_bench(*world, optim_opt);
     if (replay->parsed()) return run_replay(*world, replay_opt);
     if (bench_train->parsed()) return run_train_bench(*world, bench_train_config, bench_train->remaining(), bench_train_json);

@@ -105,8 +105,8 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     if (cfg.data.path.rfind("builtin:synthetic", 0) == 0) log::info("data: {}", SyntheticLanguage().describe());
     log::info("job: {} ranks ({}, communication {}), {} tokens per step (W {} x K {} x B {} x T {}), optimizer {}, "
               "{} matrices orthogonalized across {} rank(s)",
-              W, cfg.runtime.sharding(), overlap ? "overlapped with compute" : "blocking", tokens_per_step, W, tc.grad_accum, tc.batch_size, tc.seq_len,
-              cfg.optim.name, optim.plan().tasks.size(), shard->size());
+              W, cfg.runtime.sharding(), overlap ? "overlapped with compute" : "blocking", tokens_per_step, W,
+              tc.grad_accum, tc.batch_size, tc.seq_len, cfg.optim.name, optim.plan().tasks.size(), shard->size());
   }
 
   const auto fulls = [&](const std::string& n) { return engine.full(n); };

@@ -88,7 +88,9 @@ struct RuntimeSection {
   // auto = on where collectives progress in the background (cuda), off for MPI on host memory (cpu), where
   // non-blocking collectives only progress inside MPI calls and were measured slower than blocking ones.
   Overlap overlap = Overlap::Auto;
-  bool overlap_enabled() const { return overlap == Overlap::On || (overlap == Overlap::Auto && backend == Device::CUDA); }
+  bool overlap_enabled() const {
+    return overlap == Overlap::On || (overlap == Overlap::Auto && backend == Device::CUDA);
+  }
   std::string sharding() const;  // "full" or "hybrid:S"
   bool operator==(const RuntimeSection&) const = default;
 };

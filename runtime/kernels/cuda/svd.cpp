@@ -9,8 +9,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
+#include <cstdio>
 #include <string>
+#include <vector>
 
 namespace orthoshard::cuda {
 
@@ -60,9 +61,12 @@ void SvdGpu::thin(float* a, std::int64_t m, std::int64_t n, float* u, float* s, 
   double norm2 = 0;
   for (float v : sh) norm2 += static_cast<double>(v) * v;
   last_relative_residual_ = norm2 > 0 ? residual / std::sqrt(norm2) : residual;
-  if (!(last_relative_residual_ <= kAcceptedRelativeResidual))
+  if (!(last_relative_residual_ <= kAcceptedRelativeResidual)) {
+    char rel[32];
+    std::snprintf(rel, sizeof rel, "%.2e", last_relative_residual_);
     throw CudaError(what + " did not converge in " + std::to_string(last_sweeps_) + " sweeps (relative residual " +
-                    std::to_string(last_relative_residual_) + "; NaN or Inf in the input?)");
+                    rel + "; NaN or Inf in the input?)");
+  }
 }
 
 }  // namespace orthoshard::cuda
