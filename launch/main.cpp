@@ -4,7 +4,6 @@
 #include "bench/optim_bench.hpp"
 #include "launch/ckpt_bench.hpp"
 #include "launch/ckpt_tools.hpp"
-#include "runtime/checkpoint/commit.hpp"
 #include "launch/env_info.hpp"
 #include "launch/gpu_bench.hpp"
 #include "launch/model_bench.hpp"
@@ -13,6 +12,7 @@
 #include "launch/train.hpp"
 #include "launch/train_bench.hpp"
 #include "launch/selfcheck.hpp"
+#include "runtime/checkpoint/commit.hpp"
 #include "runtime/comm/mpi_communicator.hpp"
 #include "runtime/core/error.hpp"
 
