@@ -6,7 +6,6 @@
 #include "launch/train_cuda.hpp"
 
 #include "launch/checkpoint.hpp"
-#include "launch/metrics.hpp"
 #include "launch/train_setup.hpp"
 #include "launch/schedule.hpp"
 #include "models/data/loader.hpp"
@@ -130,8 +129,6 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
   const std::int64_t first_step = checkpointer.resume();
   if (first_step > 0) state_from_host();
 
-  std::unique_ptr<MetricsWriter> metrics;
-  if (!tc.metrics.empty() && me == 0) metrics = std::make_unique<MetricsWriter>(tc.metrics);
   const bool talk = !opt.quiet;
   const std::int64_t tokens_per_step = cfg.tokens_per_step(W);
   if (talk) {
@@ -172,9 +169,7 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
     if (!overlap) engine.finish_reductions();
   };
 
-  TrainResult result;
-  result.first_step = first_step;
-  double timed_s = 0, wait_at_first = 0;
+  StepLog steps(cfg, first_step, tokens_per_step, talk, me == 0);
   const auto run_start = Clock::now();
   for (std::int64_t step = first_step; step < tc.steps; ++step) {
     const auto t0 = Clock::now();
@@ -220,23 +215,10 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
     const double grad_norm = engine.clip_grad_norm(tc.grad_clip);
     const double loss = world.all_reduce_scalar(loss_sum / tc.grad_accum, ReduceOp::Sum) / W;
     const double lr_mult = lr_multiplier(cfg, step);
-    if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
-      const std::string what = fmt::format("step {}: {} is not finite (loss {}, gradient norm {})", step + 1,
-                                           std::isfinite(loss) ? "the gradient" : "the loss", loss, grad_norm);
-      if (tc.nan_policy == NanPolicy::Stop) throw Error(what + "; stopping (train.nan_policy = stop)");
-      if (talk) log::warn("{}; update skipped (train.nan_policy = skip)", what);
-    } else {
-      optim.step(shards, grads, lr_mult, copies);
-    }
+    if (steps.update_allowed(step, loss, grad_norm)) optim.step(shards, grads, lr_mult, copies);
     loader.advance();
     stream.synchronize();
     const double dt = world.all_reduce_scalar(seconds_since(t0), ReduceOp::Max);
-    if (step == first_step) wait_at_first = engine.comm_wait_ms();
-    if (step > first_step) timed_s += dt;
-    result.losses.push_back(loss);
-    result.grad_norms.push_back(grad_norm);
-    const double tps = static_cast<double>(tokens_per_step) / dt;
-    if (metrics) metrics->write(step + 1, loss, cfg.optim.lr * lr_mult, grad_norm, tps);
     if (talk && step == first_step) {
       const FsdpMemory m = engine.memory();
       std::uint64_t state = 0;
@@ -248,19 +230,11 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
                     mib(m.grad_accumulation), mib(state), mib(m.gather_peak), mib(m.comm_buffers),
                     mib(model.activation_bytes()));
     }
-    if (talk && ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps))
-      log::info("step {:>5}/{} | loss {:.6f} | lr {:.3e} | grad norm {:.4f} | {:>8.0f} tok/s | {:>8.1f} ms/step | "
-                "ETA {}",
-                step + 1, tc.steps, loss, cfg.optim.lr * lr_mult, grad_norm, tps, dt * 1e3,
-                eta(dt * static_cast<double>(tc.steps - step - 1)));
+    steps.record(step, loss, grad_norm, cfg.optim.lr * lr_mult, dt, engine.comm_wait_ms());
     if (checkpointer.due(step + 1)) state_to_host();
     checkpointer.after_step(step + 1);
   }
-  if (tc.steps - first_step > 1) {
-    result.tokens_per_s =
-        static_cast<double>(tokens_per_step) * static_cast<double>(tc.steps - first_step - 1) / timed_s;
-    result.comm_wait_fraction = (engine.comm_wait_ms() - wait_at_first) / 1e3 / timed_s;
-  }
+  TrainResult result = steps.finish(engine.comm_wait_ms());
   if (talk) {
     const double flops_per_token = 6.0 * static_cast<double>(mc.num_parameters()) + 6.0 * mc.L * mc.C * tc.seq_len;
     log::info("done: {} steps in {:.1f} s, final loss {:.6f}, {:.0f} tok/s after the first step ({:.1f} TFLOP/s per "

@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <numeric>
+#include <string>
 #include <vector>
 
 using namespace orthoshard;
@@ -41,7 +42,13 @@ class DeviceComm : public MpiTest, public ::testing::WithParamInterface<DeviceCo
     try {
       dc_ = make_device_communicator(dynamic_cast<MpiCommunicator&>(comm()), GetParam(), DeviceCommOptions{60.0});
     } catch (const UsageError& e) {
-      GTEST_SKIP() << "skipping: " << e.what();
+      // Only a missing GPU (here or on another rank) or a build without NCCL is a reason to skip; any other
+      // refusal (a bad device index, ...) is a failure.
+      const std::string why = e.what();
+      if (why.find("no CUDA device") != std::string::npos || why.find("no usable CUDA device") != std::string::npos)
+        GTEST_SKIP() << "no CUDA device: " << why;
+      if (why.find("this build has no NCCL") != std::string::npos) GTEST_SKIP() << "no NCCL in this build: " << why;
+      throw;
     }
   }
   DeviceCommunicator& dc() { return *dc_; }
