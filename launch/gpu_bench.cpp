@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <fstream>
 
@@ -151,6 +152,49 @@ int run_gpu_bench(const GpuBenchOptions& o) {
       }
     }
     out["ns"] = rows;
+
+    // The optimizer's real work: the GPT-2 matrix set of the model options (L layers of (3C, C), (C, C), (4C, C)
+    // and (C, 4C)) in bf16, one NS per matrix against one batched NS per shape (what DeviceOptimizer runs).
+    const std::int64_t C = o.channels, L = o.layers;
+    const std::vector<std::array<std::int64_t, 2>> shapes = {{3 * C, C}, {C, C}, {4 * C, C}, {C, 4 * C}};
+    std::vector<cuda::DeviceBuffer<float>> srcs;
+    std::vector<cuda::DeviceBuffer<bf16d>> xs;
+    double set_flops = 0;
+    for (std::size_t k = 0; k < shapes.size(); ++k) {
+      const std::int64_t count_elems = L * shapes[k][0] * shapes[k][1];
+      srcs.push_back(random_device<float>(static_cast<std::size_t>(count_elems), 40 + k, 1.f, stream));
+      xs.emplace_back(static_cast<std::size_t>(count_elems));
+      set_flops += static_cast<double>(L) * ns_gemm_equivalent_flops(shapes[k][0], shapes[k][1], 5);
+    }
+    cuda::NewtonSchulzGpu ns(blas, cuda::NewtonSchulzGpu::Precision::BF16, 5);
+    double set_ms[2] = {0, 0};
+    for (int batched = 0; batched < 2; ++batched)
+      set_ms[batched] = time_ms(
+          [&] {
+            for (std::size_t k = 0; k < shapes.size(); ++k) {
+              const std::int64_t m = shapes[k][0], n = shapes[k][1];
+              cuda::convert(xs[k].data(), srcs[k].data(), L * m * n, stream);
+              if (batched) ns.run_batched(xs[k].data(), L, m, n, stream);
+              else
+                for (std::int64_t j = 0; j < L; ++j) ns.run(xs[k].data() + j * m * n, m, n, stream);
+            }
+          },
+          2, o.repeats, stream);
+    log::info("# GPT-2 matrix set, {} layers x 4 shapes (C = {}), bf16, symmetric products:", L, C);
+    for (int batched = 0; batched < 2; ++batched) {
+      const double tf = set_flops / (set_ms[batched] * 1e-3);
+      log::info("{:>21} {:>10.3f} ms {:>8.1f} TFLOP/s {:>8.3f} of GEMM",
+                batched ? "batched per shape" : "one per matrix",
+                set_ms[batched], tf / 1e12, tf / gemm_bf16);
+    }
+    log::info("# batched / one per matrix: {:.2f}x faster", set_ms[0] / set_ms[1]);
+    out["ns_matrix_set"] = {{"layers", L},
+                            {"channels", C},
+                            {"per_matrix_ms", set_ms[0]},
+                            {"batched_ms", set_ms[1]},
+                            {"per_matrix_tflops", set_flops / (set_ms[0] * 1e-3) / 1e12},
+                            {"batched_tflops", set_flops / (set_ms[1] * 1e-3) / 1e12},
+                            {"gemm_bf16_tflops", gemm_bf16 / 1e12}};
   }
 
   // ---- GPT-2 training steps in bf16 ----

@@ -10,6 +10,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <set>
 #include <random>
 
 using namespace orthoshard;
@@ -164,6 +166,64 @@ TEST(Planner, LptBalancesTheGpt2MatrixSet) {
   for (const auto& t : g.tasks) EXPECT_EQ(t.gram, t.m >= t.n);
   OrthoPlan one = make_ortho_plan(tasks, 1, OrthoScheme::Gram, 5);
   for (const auto& t : one.tasks) EXPECT_FALSE(t.gram);  // nothing to shard on one rank
+}
+
+// The GPU's regrouping: every owner's same-shape matrices travel (and are orthogonalized) together, a batch
+// never mixes shapes for one owner, the element cap splits groups, and owners and balance do not change.
+TEST(Planner, GroupsEachOwnersSameShapeMatrices) {
+  std::vector<OrthoTask> tasks;
+  for (const auto& [name, shape] : gpt2_parameter_shapes(12, 768, 50304, 1024))
+    if (shape.size() == 2 && name.rfind("h.", 0) == 0) {
+      OrthoTask t;
+      t.param = tasks.size();
+      t.m = shape[0];
+      t.n = shape[1];
+      tasks.push_back(t);
+    }
+  ASSERT_EQ(tasks.size(), 48u);  // 4 shapes, 12 of each
+  for (int n : {1, 2, 3, 4, 8}) {
+    for (const std::int64_t cap : {std::int64_t(1) << 40, std::int64_t(5) * 768 * 3072}) {
+      const OrthoPlan lpt = make_ortho_plan(tasks, n, OrthoScheme::Owner, 5);
+      OrthoPlan p = lpt;
+      group_batches_by_shape(p, cap);
+      ASSERT_EQ(p.tasks.size(), lpt.tasks.size());
+      EXPECT_EQ(p.rank_flops, lpt.rank_flops);
+      std::map<std::pair<int, int>, std::pair<std::int64_t, std::int64_t>> shape_of;  // (owner, batch) -> shape
+      std::map<std::pair<int, int>, std::int64_t> elements;
+      std::vector<std::set<std::pair<std::int64_t, std::int64_t>>> shapes(static_cast<std::size_t>(n));
+      std::vector<int> batches(static_cast<std::size_t>(n), 0);
+      for (std::size_t j = 0; j < p.tasks.size(); ++j) {
+        const OrthoTask& t = p.tasks[j];
+        EXPECT_EQ(t.owner, lpt.tasks[j].owner);
+        ASSERT_GE(t.batch, 0);
+        ASSERT_LT(t.batch, p.batches);
+        const auto key = std::make_pair(t.owner, t.batch);
+        const auto shape = std::make_pair(t.m, t.n);
+        auto [it, fresh] = shape_of.emplace(key, shape);
+        EXPECT_EQ(it->second, shape) << n << " ranks: a batch mixes shapes on rank " << t.owner;
+        elements[key] += t.m * t.n;
+        shapes[static_cast<std::size_t>(t.owner)].insert(shape);
+        batches[static_cast<std::size_t>(t.owner)] = std::max(batches[static_cast<std::size_t>(t.owner)], t.batch + 1);
+      }
+      for (const auto& [key, e] : elements) EXPECT_LE(e, cap) << n << " ranks, batch " << key.second;
+      for (int r = 0; r < n; ++r) {
+        // Without a cap, one batch per shape the rank owns; with room for 5 matrices, ceil(owned / 5) per shape.
+        if (cap > (std::int64_t(1) << 39)) {
+          EXPECT_EQ(batches[static_cast<std::size_t>(r)], static_cast<int>(shapes[static_cast<std::size_t>(r)].size()))
+              << n << " ranks, rank " << r;
+        }
+      }
+      if (n == 1) {  // 12 of each shape, floor(cap / size) to a batch
+        int expected = 0;
+        for (const std::int64_t size : {std::int64_t(2304) * 768, std::int64_t(768) * 768, std::int64_t(3072) * 768,
+                                        std::int64_t(768) * 3072}) {
+          const std::int64_t per = std::min<std::int64_t>(12, cap / size);
+          expected += static_cast<int>((12 + per - 1) / per);
+        }
+        EXPECT_EQ(p.batches, expected);  // 4 without a cap; 2 + 1 + 3 + 3 with room for 5 fc matrices
+      }
+    }
+  }
 }
 
 TEST(RowSharding, CeilSplitWithEmptyTrailingRanks) {

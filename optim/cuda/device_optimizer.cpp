@@ -137,6 +137,10 @@ cuda::bf16* copy_ptr(const std::vector<Tensor>& copies, std::size_t i) {
                                                                          : static_cast<cuda::bf16*>(copies[i].raw());
 }
 
+// The most matrix elements one owner orthogonalizes in one batched Newton-Schulz (256 MiB of fp32; the bf16
+// iterates and workspaces add about as much again).
+constexpr std::int64_t kNsGroupElements = std::int64_t(1) << 26;
+
 cuda::NewtonSchulzGpu::Precision to_cuda(NsPrecision p) {
   return p == NsPrecision::BF16 ? cuda::NewtonSchulzGpu::Precision::BF16 : cuda::NewtonSchulzGpu::Precision::F32;
 }
@@ -152,7 +156,8 @@ struct DeviceOptimizer::Impl {
   cuda::CachingAllocator alloc;
   std::vector<std::map<std::string, cuda::DeviceBuffer<float>>> state;  // per parameter, by state name
   std::vector<cuda::DeviceBuffer<float>> update;                        // per parameter: this rank's rows
-  std::map<std::size_t, cuda::DeviceBuffer<float>> full;                // per owned task: the whole matrix
+  std::vector<cuda::DeviceBuffer<float>> group;  // per exchange batch: this rank's owned matrices, one after another
+  std::map<std::size_t, cuda::DeviceBuffer<float>> full;  // Conda's left basis, per owned task: G and the moment
   cuda::DeviceBuffer<float> proj_g, proj_m, normed, refresh, svd_other, svd_s;
   cuda::DeviceBuffer<double> row_ss;
 };
@@ -175,7 +180,10 @@ DeviceOptimizer::DeviceOptimizer(OptimConfig config, std::vector<ParamSpec> para
   std::vector<OrthoTask> tasks = matrix_tasks(specs_, config_, task_index_);
   for (auto& t : tasks) t.allow_gram = false;  // the GPU orthogonalizes every matrix on its owner
   plan_ = make_ortho_plan(std::move(tasks), nranks_, OrthoScheme::Owner, config_.ns_steps);
+  // Each owner's same-shape matrices travel in one batch and go through one batched Newton-Schulz.
+  group_batches_by_shape(plan_, kNsGroupElements);
   impl_ = std::make_unique<Impl>(ns_precision_, config_.ns_steps);
+  impl_->group.resize(static_cast<std::size_t>(plan_.batches));
   impl_->state.resize(specs_.size());
   impl_->update.resize(specs_.size());
 }
@@ -350,22 +358,25 @@ void DeviceOptimizer::orthogonalize() {
   if (!batches.empty()) start(0);
   for (std::size_t k = 0; k < batches.size(); ++k) {
     if (k + 1 < batches.size()) start(k + 1);
-    std::vector<float*> full;
-    for (const OrthoTask* t : batches[k]) {
-      float* f = nullptr;
+    // This rank's matrices of the batch (one shape, see group_batches_by_shape) land one after another.
+    std::int64_t count = 0, m = 0, n = 0;
+    for (const OrthoTask* t : batches[k])
       if (t->owner == rank_) {
-        auto& b = impl_->full[t->param];
-        grow(b, t->m * t->n);
-        f = b.data();
+        OS_CHECK(count == 0 || (t->m == m && t->n == n), "optimizer: exchange batch {} mixes shapes on rank {}", k,
+                 rank_);
+        m = t->m;
+        n = t->n;
+        ++count;
       }
-      full.push_back(f);
-    }
+    auto& group = impl_->group[k];
+    grow(group, count * m * n);
+    std::vector<float*> full;
+    std::int64_t slot = 0;
+    for (const OrthoTask* t : batches[k]) full.push_back(t->owner == rank_ ? group.data() + m * n * slot++ : nullptr);
     ex[k]->finish_gather(full);
-    for (std::size_t j = 0; j < batches[k].size(); ++j) {
-      const OrthoTask& t = *batches[k][j];
-      if (t.owner != rank_ || t.m == 0 || t.n == 0) continue;
-      impl_->ns.run(full[j], t.m, t.n, stream_);
-      stats_.ortho_flops += ns_flops(t.m, t.n, config_.ns_steps);
+    if (count > 0 && m > 0 && n > 0) {
+      impl_->ns.run_batched(group.data(), count, m, n, stream_);
+      stats_.ortho_flops += static_cast<double>(count) * ns_flops(m, n, config_.ns_steps);
     }
     ex[k]->start_return(std::vector<const float*>(full.begin(), full.end()));
   }

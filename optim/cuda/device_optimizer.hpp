@@ -1,7 +1,9 @@
 // The optimizer on the GPU: the same rules, routing, state names and distributed orthogonalization as
 // optim/optimizer.hpp, over fp32 device shards. Muon/NorMuon send each matrix's rows of the Nesterov momentum
 // to its owner rank (one all_to_all per exchange batch, through a DeviceCommunicator: NCCL or staged MPI), the
-// owner runs Newton-Schulz on the GPU (bf16 with fp32 accumulation, or fp32), and the rows come back. NorMuon's
+// owner runs Newton-Schulz on the GPU (bf16 with fp32 accumulation, or fp32), and the rows come back. Unlike the
+// CPU plan, an exchange batch carries all of an owner's matrices of one shape (group_batches_by_shape), and the
+// owner orthogonalizes them in one batched Newton-Schulz (NewtonSchulzGpu::run_batched). NorMuon's
 // row statistics stay local and its Frobenius norms are exact sums over all rows in global row order (as on
 // the CPU). Conda computes its SVD basis on the owner through cuSOLVER (fp32) and projects with cuBLAS.
 //

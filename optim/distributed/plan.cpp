@@ -120,4 +120,33 @@ OrthoPlan make_ortho_plan(std::vector<OrthoTask> tasks, int nranks, OrthoScheme 
   return plan;
 }
 
+void group_batches_by_shape(OrthoPlan& plan, std::int64_t max_elements) {
+  struct Group {
+    std::int64_t m, n, elements;
+  };
+  std::vector<std::vector<Group>> groups(static_cast<std::size_t>(plan.nranks));
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < plan.tasks.size(); ++i)
+    if (!plan.tasks[i].gram) order.push_back(i);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return plan.tasks[a].batch < plan.tasks[b].batch; });
+  plan.batches = 0;
+  for (std::size_t i : order) {
+    OrthoTask& t = plan.tasks[i];
+    OS_CHECK(t.owner >= 0 && t.owner < plan.nranks, "ortho plan: owner {} of {} ranks", t.owner, plan.nranks);
+    auto& mine = groups[static_cast<std::size_t>(t.owner)];
+    const std::int64_t size = t.m * t.n;
+    auto g = std::find_if(mine.begin(), mine.end(), [&](const Group& x) {
+      return x.m == t.m && x.n == t.n && x.elements + size <= max_elements;
+    });
+    if (g == mine.end()) {
+      mine.push_back({t.m, t.n, 0});
+      g = mine.end() - 1;
+    }
+    g->elements += size;
+    t.batch = static_cast<int>(g - mine.begin());
+    plan.batches = std::max(plan.batches, t.batch + 1);
+  }
+}
+
 }  // namespace orthoshard

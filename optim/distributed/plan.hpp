@@ -45,6 +45,12 @@ double ns_flops(std::int64_t m, std::int64_t n, int steps);
 // Per-rank flops of the Gram scheme on N ranks (local row products + the redundant n x n work).
 double gram_ns_flops_per_rank(std::int64_t m, std::int64_t n, int steps, int nranks);
 
+// Regroups the owner-scheme exchange batches so that each owner's tasks of one shape travel in one batch (at
+// most max_elements matrix elements per owner and batch; a larger task is a batch of its own), which lets the
+// owner orthogonalize them together (the GPU's batched Newton-Schulz). An owner's batches keep the order of
+// their first task in the LPT order; owners, Gram flags and rank_flops are unchanged.
+void group_batches_by_shape(OrthoPlan& plan, std::int64_t max_elements);
+
 OrthoPlan make_ortho_plan(std::vector<OrthoTask> tasks, int nranks, OrthoScheme scheme, int ns_steps,
                           const CostModel& model = {});
 

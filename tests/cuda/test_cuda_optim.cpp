@@ -231,6 +231,55 @@ OS_TEST(CudaOptim, NewtonSchulzSymmetricProducts) {
   }
 }
 
+// run_batched on `count` same-shape matrices of very different scales (each must get its own norm) against run()
+// on each matrix alone and against fp64: bf16 with tiled symmetric products (wide, tall), bf16 with full GEMMs
+// (sides that do not tile), and fp32 (matrix by matrix, so bitwise equal to run()).
+OS_TEST(CudaOptim, NewtonSchulzBatched) {
+  OS_REQUIRE_GPU();
+  Blas blas;
+  NewtonSchulzGpu ns16(blas, NewtonSchulzGpu::Precision::BF16), ns32(blas, NewtonSchulzGpu::Precision::F32);
+  for (const auto& [m, n] : {std::array<std::int64_t, 2>{256, 384}, std::array<std::int64_t, 2>{512, 256},
+                             std::array<std::int64_t, 2>{64, 192}, std::array<std::int64_t, 2>{45, 7}}) {
+    for (const std::int64_t count : {1, 2, 3, 5}) {
+      const std::string what = std::to_string(count) + " x " + std::to_string(m) + "x" + std::to_string(n);
+      std::vector<double> all;
+      std::vector<std::vector<double>> each;
+      for (std::int64_t j = 0; j < count; ++j) {
+        const double scale = 0.3 * std::pow(10.0, static_cast<double>(j % 3) - 1);  // 0.03, 0.3, 3
+        auto g = rounded<float>(randn(m * n, 930 + static_cast<std::uint32_t>(m + 7 * n + 31 * j), scale));
+        all.insert(all.end(), g.begin(), g.end());
+        each.push_back(std::move(g));
+      }
+      for (NewtonSchulzGpu* ns : {&ns16, &ns32}) {
+        const bool bf = ns == &ns16;
+        auto batch = upload<float>(all);
+        ns->run_batched(batch.data(), count, m, n, nullptr);
+        const auto got = download(batch);
+        for (std::int64_t j = 0; j < count; ++j) {
+          auto single = upload<float>(each[static_cast<std::size_t>(j)]);
+          ns->run(single.data(), m, n, nullptr);
+          const auto alone = download(single);
+          const std::vector<double> mine(got.begin() + j * m * n, got.begin() + (j + 1) * m * n);
+          const double vs_ref = rel_fro(mine, ns_reference(each[static_cast<std::size_t>(j)], m, n));
+          const double vs_alone = rel_fro(mine, alone);
+          if (j == count - 1)
+            std::printf("  NS batched %s %s, matrix %lld: %.2e vs fp64, %.2e vs run() alone\n", what.c_str(),
+                        bf ? "bf16" : "f32", static_cast<long long>(j), vs_ref, vs_alone);
+          OS_EXPECT(vs_ref <= (bf ? 2e-2 : 1e-4), what << (bf ? " bf16" : " f32") << " matrix " << j
+                                                     << ": relative error " << vs_ref << " vs fp64");
+          if (bf) OS_EXPECT(vs_alone <= 2e-2, what << " bf16 matrix " << j << ": " << vs_alone << " from run() alone");
+          else OS_EXPECT(mine == alone, what << " f32 matrix " << j << ": batched differs from run() alone");
+        }
+      }
+    }
+  }
+  // Empty batches and empty matrices are no-ops.
+  DeviceBuffer<float> none(1);
+  ns16.run_batched(none.data(), 0, 8, 8, nullptr);
+  ns16.run_batched(none.data(), 3, 0, 8, nullptr);
+  OS_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
 OS_TEST(CudaOptim, SvdThin) {
   OS_REQUIRE_GPU();
   SvdGpu svd;

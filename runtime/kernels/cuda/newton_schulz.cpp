@@ -33,40 +33,79 @@ template <typename T> void NewtonSchulzGpu::normalize(T* x, std::int64_t size, c
 }
 
 void NewtonSchulzGpu::run(float* x, std::int64_t m, std::int64_t n, cudaStream_t stream) {
-  if (m * n == 0) return;
-  normalize<float>(x, m * n, stream);
-  iterate(x, m, n, stream);
+  run_batched(x, 1, m, n, stream);
 }
 
 void NewtonSchulzGpu::run(bf16* x, std::int64_t m, std::int64_t n, cudaStream_t stream) {
+  run_batched(x, 1, m, n, stream);
+}
+
+void NewtonSchulzGpu::run_batched(float* x, std::int64_t count, std::int64_t m, std::int64_t n,
+                                  cudaStream_t stream) {
+  OS_CUDA_REQUIRE(count >= 0 && m >= 0 && n >= 0, "NewtonSchulzGpu: negative batch or shape");
+  if (count * m * n == 0) return;
+  // One norm per matrix; the kernels are ordered on the stream, so norm_ is reused from matrix to matrix.
+  for (std::int64_t j = 0; j < count; ++j) normalize<float>(x + j * m * n, m * n, stream);
+  if (steps_ <= 0) return;
+  if (precision_ == Precision::F32) {
+    iterate_impl<float>(x, count, m, n, stream);
+    return;
+  }
+  ensure(h_x_, count * m * n);
+  convert(h_x_.data(), x, count * m * n, stream);
+  iterate_impl<bf16>(h_x_.data(), count, m, n, stream);
+  convert(x, h_x_.data(), count * m * n, stream);
+}
+
+void NewtonSchulzGpu::run_batched(bf16* x, std::int64_t count, std::int64_t m, std::int64_t n, cudaStream_t stream) {
   // Checked before normalize() touches x: a wrong precision must leave the input as it was.
   OS_CUDA_REQUIRE(precision_ == Precision::BF16, "NewtonSchulzGpu: bf16 data needs Precision::BF16");
-  if (m * n == 0) return;
-  normalize<bf16>(x, m * n, stream);
-  iterate(x, m, n, stream);
+  OS_CUDA_REQUIRE(count >= 0 && m >= 0 && n >= 0, "NewtonSchulzGpu: negative batch or shape");
+  if (count * m * n == 0) return;
+  for (std::int64_t j = 0; j < count; ++j) normalize<bf16>(x + j * m * n, m * n, stream);
+  if (steps_ > 0) iterate_impl<bf16>(x, count, m, n, stream);
 }
 
 void NewtonSchulzGpu::iterate(float* x, std::int64_t m, std::int64_t n, cudaStream_t stream) {
   if (m == 0 || n == 0 || steps_ <= 0) return;
   if (precision_ == Precision::F32) {
-    iterate_impl<float>(x, m, n, stream);
+    iterate_impl<float>(x, 1, m, n, stream);
     return;
   }
   ensure(h_x_, m * n);
   convert(h_x_.data(), x, m * n, stream);
-  iterate_impl<bf16>(h_x_.data(), m, n, stream);
+  iterate_impl<bf16>(h_x_.data(), 1, m, n, stream);
   convert(x, h_x_.data(), m * n, stream);
 }
 
 void NewtonSchulzGpu::iterate(bf16* x, std::int64_t m, std::int64_t n, cudaStream_t stream) {
   OS_CUDA_REQUIRE(precision_ == Precision::BF16, "NewtonSchulzGpu: bf16 data needs Precision::BF16");
   if (m == 0 || n == 0 || steps_ <= 0) return;
-  iterate_impl<bf16>(x, m, n, stream);
+  iterate_impl<bf16>(x, 1, m, n, stream);
 }
 
-template <typename T> void NewtonSchulzGpu::iterate_impl(T* x, std::int64_t m, std::int64_t n, cudaStream_t stream) {
+namespace {
+// One GEMM, or `count` of them at the given strides (count = 1 keeps the cuBLASLt path of a single GEMM).
+template <typename T>
+void gemm_n(Blas& blas, std::int64_t count, bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
+            float alpha, const T* a, std::int64_t lda, std::int64_t sa, const T* b, std::int64_t ldb, std::int64_t sb,
+            float beta, T* c, std::int64_t ldc, std::int64_t sc, cudaStream_t stream) {
+  if (count == 1) gemm<T>(blas, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, stream);
+  else gemm_strided_batched<T>(blas, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, count, stream);
+}
+}  // namespace
+
+template <typename T>
+void NewtonSchulzGpu::iterate_impl(T* x, std::int64_t count, std::int64_t m, std::int64_t n, cudaStream_t stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    // No batched syrk in cuBLAS: fp32 batches go matrix by matrix.
+    if (precision_ == Precision::F32 && count > 1) {
+      for (std::int64_t j = 0; j < count; ++j) iterate_impl<float>(x + j * m * n, 1, m, n, stream);
+      return;
+    }
+  }
   const bool wide = m <= n;
-  const std::int64_t r = wide ? m : n;
+  const std::int64_t r = wide ? m : n, mn = m * n, rr = r * r;
   DeviceBuffer<T>& gram_buf = [&]() -> DeviceBuffer<T>& {
     if constexpr (std::is_same_v<T, float>) return f_gram_;
     else return h_gram_;
@@ -79,9 +118,9 @@ template <typename T> void NewtonSchulzGpu::iterate_impl(T* x, std::int64_t m, s
     if constexpr (std::is_same_v<T, float>) return f_next_;
     else return h_next_;
   }();
-  ensure(gram_buf, r * r);
-  ensure(poly_buf, r * r);
-  ensure(next_buf, m * n);
+  ensure(gram_buf, count * rr);
+  ensure(poly_buf, count * rr);
+  ensure(next_buf, count * mn);
   T* gram = gram_buf.data();
   T* poly = poly_buf.data();
   T* cur = x;
@@ -110,44 +149,61 @@ template <typename T> void NewtonSchulzGpu::iterate_impl(T* x, std::int64_t m, s
       // polynomial, see the tests' bf16 bound).
       const std::int64_t tiles = symmetric ? symmetric_tiles(r) : 0;
       if (tiles > 0) {
-        // Tile (i, j), i <= j, of a row-major r x r result sits at i t r + j t; the tiles of diagonal d are
-        // (i, i + d), i < tiles − d: one strided-batched GEMM with stride t r + t through the result.
+        // Tile (i, j), i <= j, of a row-major r x r result sits at i t r + j t. One matrix: the tiles of
+        // diagonal d are (i, i + d), i < tiles − d, one strided-batched GEMM with stride t r + t through the
+        // result (`tiles` launches). A batch: tile (i, j) of every matrix, one strided-batched GEMM with the
+        // matrices' strides (tiles (tiles + 1) / 2 launches, whatever the count).
         const std::int64_t t = r / tiles, diag_stride = t * r + t;
-        for (std::int64_t d = 0; d < tiles; ++d) {
-          // A(i, j) = X_i X_jᵀ (rows i t.. of X) when wide; X[:, i]ᵀ X[:, j] (columns i t..) when tall.
+        // A(i, j) = X_i X_jᵀ (rows i t.. of X) when wide; X[:, i]ᵀ X[:, j] (columns i t..) when tall.
+        auto gram_tiles = [&](std::int64_t i, std::int64_t j, std::int64_t sx, std::int64_t sg, std::int64_t batch) {
           if (wide)
-            gemm_strided_batched<T>(blas_, false, true, t, t, n, 1.f, cur, n, t * n, cur + d * t * n, n, t * n, 0.f,
-                                    gram + d * t, r, diag_stride, tiles - d, stream);
+            gemm_strided_batched<T>(blas_, false, true, t, t, n, 1.f, cur + i * t * n, n, sx, cur + j * t * n, n, sx,
+                                    0.f, gram + i * t * r + j * t, r, sg, batch, stream);
           else
-            gemm_strided_batched<T>(blas_, true, false, t, t, m, 1.f, cur, n, t, cur + d * t, n, t, 0.f, gram + d * t,
-                                    r, diag_stride, tiles - d, stream);
-        }
-        symmetrize_upper_rowmajor<T>(gram, r, stream);
-        OS_CUDA_CHECK(cudaMemcpyAsync(poly, gram, static_cast<std::size_t>(r * r) * sizeof(T),
-                                      cudaMemcpyDeviceToDevice, stream));
+            gemm_strided_batched<T>(blas_, true, false, t, t, m, 1.f, cur + i * t, n, sx, cur + j * t, n, sx, 0.f,
+                                    gram + i * t * r + j * t, r, sg, batch, stream);
+        };
         // P(i, j) = c A(i rows, :) A(:, j columns) + b A(i, j): A² is symmetric too.
-        for (std::int64_t d = 0; d < tiles; ++d)
-          gemm_strided_batched<T>(blas_, false, false, t, t, r, c, gram, r, t * r, gram + d * t, r, t, b,
-                                  poly + d * t, r, diag_stride, tiles - d, stream);
-        symmetrize_upper_rowmajor<T>(poly, r, stream);
-      } else {
-        if (wide) gemm<T>(blas_, false, true, m, m, n, 1.f, cur, n, cur, n, 0.f, gram, r, stream);
-        else gemm<T>(blas_, true, false, n, n, m, 1.f, cur, n, cur, n, 0.f, gram, r, stream);
-        OS_CUDA_CHECK(cudaMemcpyAsync(poly, gram, static_cast<std::size_t>(r * r) * sizeof(T),
+        auto poly_tiles = [&](std::int64_t i, std::int64_t j, std::int64_t sa, std::int64_t sb, std::int64_t sp,
+                              std::int64_t batch) {
+          gemm_strided_batched<T>(blas_, false, false, t, t, r, c, gram + i * t * r, r, sa, gram + j * t, r, sb, b,
+                                  poly + i * t * r + j * t, r, sp, batch, stream);
+        };
+        if (count == 1) {
+          for (std::int64_t d = 0; d < tiles; ++d) gram_tiles(0, d, wide ? t * n : t, diag_stride, tiles - d);
+        } else {
+          for (std::int64_t i = 0; i < tiles; ++i)
+            for (std::int64_t j = i; j < tiles; ++j) gram_tiles(i, j, mn, rr, count);
+        }
+        symmetrize_upper_rowmajor<T>(gram, r, count, stream);
+        OS_CUDA_CHECK(cudaMemcpyAsync(poly, gram, static_cast<std::size_t>(count * rr) * sizeof(T),
                                       cudaMemcpyDeviceToDevice, stream));
-        gemm<T>(blas_, false, false, r, r, r, c, gram, r, gram, r, b, poly, r, stream);
+        if (count == 1) {
+          for (std::int64_t d = 0; d < tiles; ++d) poly_tiles(0, d, t * r, t, diag_stride, tiles - d);
+        } else {
+          for (std::int64_t i = 0; i < tiles; ++i)
+            for (std::int64_t j = i; j < tiles; ++j) poly_tiles(i, j, rr, rr, rr, count);
+        }
+        symmetrize_upper_rowmajor<T>(poly, r, count, stream);
+      } else {
+        if (wide) gemm_n<T>(blas_, count, false, true, m, m, n, 1.f, cur, n, mn, cur, n, mn, 0.f, gram, r, rr, stream);
+        else gemm_n<T>(blas_, count, true, false, n, n, m, 1.f, cur, n, mn, cur, n, mn, 0.f, gram, r, rr, stream);
+        OS_CUDA_CHECK(cudaMemcpyAsync(poly, gram, static_cast<std::size_t>(count * rr) * sizeof(T),
+                                      cudaMemcpyDeviceToDevice, stream));
+        gemm_n<T>(blas_, count, false, false, r, r, r, c, gram, r, rr, gram, r, rr, b, poly, r, rr, stream);
       }
-      OS_CUDA_CHECK(cudaMemcpyAsync(nxt, cur, static_cast<std::size_t>(m * n) * sizeof(T), cudaMemcpyDeviceToDevice,
-                                    stream));
+      OS_CUDA_CHECK(cudaMemcpyAsync(nxt, cur, static_cast<std::size_t>(count * mn) * sizeof(T),
+                                    cudaMemcpyDeviceToDevice, stream));
       beta_x = a;
     }
     // X ← P X (+ a X) when wide, X P (+ a X) when tall.
-    if (wide) gemm<T>(blas_, false, false, m, n, m, 1.f, poly, r, cur, n, beta_x, nxt, n, stream);
-    else gemm<T>(blas_, false, false, m, n, n, 1.f, cur, n, poly, r, beta_x, nxt, n, stream);
+    if (wide) gemm_n<T>(blas_, count, false, false, m, n, m, 1.f, poly, r, rr, cur, n, mn, beta_x, nxt, n, mn, stream);
+    else gemm_n<T>(blas_, count, false, false, m, n, n, 1.f, cur, n, mn, poly, r, rr, beta_x, nxt, n, mn, stream);
     std::swap(cur, nxt);
   }
   if (cur != x)
-    OS_CUDA_CHECK(cudaMemcpyAsync(x, cur, static_cast<std::size_t>(m * n) * sizeof(T), cudaMemcpyDeviceToDevice, stream));
+    OS_CUDA_CHECK(cudaMemcpyAsync(x, cur, static_cast<std::size_t>(count * mn) * sizeof(T), cudaMemcpyDeviceToDevice,
+                                  stream));
 }
 
 }  // namespace orthoshard::cuda

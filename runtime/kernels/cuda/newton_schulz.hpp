@@ -8,6 +8,11 @@
 //         T (T + 1) / 2 tiles on and above the diagonal are computed (one strided-batched GEMM per tile
 //         diagonal), then mirrored. T = 4 saves 37.5% of those two products' flops. Sizes without such a tiling
 //         (symmetric_tiles() = 0), or symmetric = false, use full GEMMs (cuBLASLt/cublasGemmEx).
+// Batched: run_batched() orthogonalizes `count` same-shape matrices stored one after another, each with its own
+// norm, and (BF16) every product of an iteration is one strided-batched GEMM over the count matrices (the tiled
+// symmetric products one per tile), so a group of same-shape matrices costs the launches of one matrix. The
+// optimizer groups each owner's same-shape matrices this way (GPT-2 124M: 48 matrices in 4 groups at one rank).
+// F32 batches run the matrices one by one (cuBLAS has no batched syrk).
 #pragma once
 
 #include "runtime/kernels/cuda/device_buffer.hpp"
@@ -44,6 +49,11 @@ class NewtonSchulzGpu {
   // The iterations alone, on an already normalized matrix.
   void iterate(float* x, std::int64_t m, std::int64_t n, cudaStream_t stream);
   void iterate(bf16* x, std::int64_t m, std::int64_t n, cudaStream_t stream);
+  // count row-major m x n matrices at x + j m n (j < count), each orthogonalized as run() does it alone (the
+  // same polynomial and rounding points; the batched GEMMs may pick other cuBLAS algorithms, so results can
+  // differ from run() in the last bits).
+  void run_batched(float* x, std::int64_t count, std::int64_t m, std::int64_t n, cudaStream_t stream);
+  void run_batched(bf16* x, std::int64_t count, std::int64_t m, std::int64_t n, cudaStream_t stream);
 
   Precision precision() const { return precision_; }
   int steps() const { return steps_; }
@@ -56,7 +66,8 @@ class NewtonSchulzGpu {
   static std::int64_t symmetric_tiles(std::int64_t r);
 
  private:
-  template <typename T> void iterate_impl(T* x, std::int64_t m, std::int64_t n, cudaStream_t stream);
+  template <typename T>
+  void iterate_impl(T* x, std::int64_t count, std::int64_t m, std::int64_t n, cudaStream_t stream);
   template <typename T> void normalize(T* x, std::int64_t size, cudaStream_t stream);
 
   Blas& blas_;
@@ -64,7 +75,8 @@ class NewtonSchulzGpu {
   int steps_;
   Coefficients coef_;
   double eps_;
-  // Workspaces, grown on demand and reused: (r x r) Gram and polynomial, (m x n) next iterate, bf16 copy.
+  // Workspaces, grown on demand and reused: (r x r) Gram and polynomial, (m x n) next iterate, bf16 copy (each
+  // count times for a batch).
   DeviceBuffer<float> f_gram_, f_poly_, f_next_;
   DeviceBuffer<bf16> h_x_, h_gram_, h_poly_, h_next_;
   DeviceBuffer<double> norm_;  // [0]: Σx², then kSumSquaresScratch partials

@@ -177,13 +177,14 @@ __global__ void symmetrize_kernel(float* a, std::int64_t r) {
   }
 }
 
-// Row-major: element (i, j) is a[i r + j]; the upper triangle (i <= j) is copied into the lower one.
+// Row-major: element (i, j) is a[i r + j]; the upper triangle (i <= j) is copied into the lower one, in each
+// of `count` matrices stored one after another.
 template <typename T>
-__global__ void symmetrize_upper_rowmajor_kernel(T* a, std::int64_t r) {
-  const std::int64_t total = r * r;
+__global__ void symmetrize_upper_rowmajor_kernel(T* a, std::int64_t r, std::int64_t count) {
+  const std::int64_t rr = r * r, total = rr * count;
   for (std::int64_t idx = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; idx < total; idx += std::int64_t(gridDim.x) * blockDim.x) {
-    const std::int64_t i = idx / r, j = idx % r;
-    if (i > j) a[idx] = a[j * r + i];
+    const std::int64_t e = idx % rr, i = e / r, j = e % r;
+    if (i > j) a[idx] = a[idx - e + j * r + i];
   }
 }
 
@@ -323,9 +324,9 @@ void symmetrize_upper_colmajor(float* a, std::int64_t r, cudaStream_t stream) {
   OS_CUDA_CHECK_LAUNCH();
 }
 
-template <typename T> void symmetrize_upper_rowmajor(T* a, std::int64_t r, cudaStream_t stream) {
-  if (r <= 1) return;
-  symmetrize_upper_rowmajor_kernel<T><<<blocks_for(r * r), kThreads, 0, stream>>>(a, r);
+template <typename T> void symmetrize_upper_rowmajor(T* a, std::int64_t r, std::int64_t count, cudaStream_t stream) {
+  if (r <= 1 || count <= 0) return;
+  symmetrize_upper_rowmajor_kernel<T><<<blocks_for(r * r * count), kThreads, 0, stream>>>(a, r, count);
   OS_CUDA_CHECK_LAUNCH();
 }
 
@@ -358,7 +359,7 @@ template void scale_by_inverse_norm<float>(float*, std::int64_t, const double*, 
 template void scale_by_inverse_norm<bf16>(bf16*, std::int64_t, const double*, double, cudaStream_t);
 template void add_diagonal<float>(float*, std::int64_t, float, cudaStream_t);
 template void add_diagonal<bf16>(bf16*, std::int64_t, float, cudaStream_t);
-template void symmetrize_upper_rowmajor<float>(float*, std::int64_t, cudaStream_t);
-template void symmetrize_upper_rowmajor<bf16>(bf16*, std::int64_t, cudaStream_t);
+template void symmetrize_upper_rowmajor<float>(float*, std::int64_t, std::int64_t, cudaStream_t);
+template void symmetrize_upper_rowmajor<bf16>(bf16*, std::int64_t, std::int64_t, cudaStream_t);
 
 }  // namespace orthoshard::cuda

@@ -79,8 +79,10 @@ void scale_by_inverse_norm(T* x, std::int64_t n, const double* sumsq, double eps
 template <typename T> void add_diagonal(T* a, std::int64_t r, float value, cudaStream_t stream);
 // Column-major r x r with only the upper triangle valid (cuBLAS syrk, FILL_MODE_UPPER): copies it down.
 void symmetrize_upper_colmajor(float* a, std::int64_t r, cudaStream_t stream);
-// Row-major r x r with only the upper triangle (i <= j) valid: copies it into the lower one.
-template <typename T> void symmetrize_upper_rowmajor(T* a, std::int64_t r, cudaStream_t stream);
+// `count` row-major r x r matrices at a + k r r, each with only the upper triangle (i <= j) valid: copies it
+// into the lower one.
+template <typename T>
+void symmetrize_upper_rowmajor(T* a, std::int64_t r, std::int64_t count, cudaStream_t stream);
 // out (cols x rows, row-major) = transpose of in (rows x cols, row-major).
 void transpose(float* out, const float* in, std::int64_t rows, std::int64_t cols, cudaStream_t stream);
 
