@@ -305,7 +305,7 @@ void Optimizer::normuon_finish(StepBuffers<T>& b, const std::vector<Tensor>& par
   // per-row sums of squares are gathered and added in global row order, so the norms (and the update)
   // do not depend on the number of ranks.
   std::vector<double> mine;
-  std::vector<std::size_t> counts(static_cast<std::size_t>(nranks_), 0);
+  std::vector<std::int64_t> matrix_rows;
   for (const auto& t : plan_.tasks) {
     const std::int64_t rows = local_shapes_[t.param][0];
     T* v = states_[t.param].ensure("row_second_moment", {rows, 1}, dtype_of<T>()).template data<T>();
@@ -313,27 +313,11 @@ void Optimizer::normuon_finish(StepBuffers<T>& b, const std::vector<Tensor>& par
     mine.resize(off + 2 * static_cast<std::size_t>(rows));
     normuon_normalize_rows<T>(b.update[t.param].data(), rows, t.n, v, c.beta2, mine.data() + off,
                               mine.data() + off + rows);
-    for (int r = 0; r < nranks_; ++r)
-      counts[static_cast<std::size_t>(r)] += 2 * static_cast<std::size_t>(shard_rows(t.m, nranks_, r).rows());
+    matrix_rows.push_back(t.m);
   }
-  std::vector<double> all;
-  if (nranks_ > 1) {
-    std::size_t total = 0;
-    for (auto x : counts) total += x;
-    all.resize(total);
-    comm_->all_gather_v(mine.data(), mine.size(), all.data(), counts, DType::F64);
-  } else {
-    all = std::move(mine);
-  }
-  std::vector<double> before(plan_.tasks.size(), 0.0), after(plan_.tasks.size(), 0.0);
-  std::size_t pos = 0;
-  for (int r = 0; r < nranks_; ++r)
-    for (std::size_t j = 0; j < plan_.tasks.size(); ++j) {
-      const std::int64_t rows = shard_rows(plan_.tasks[j].m, nranks_, r).rows();
-      for (std::int64_t i = 0; i < rows; ++i) before[j] += all[pos + static_cast<std::size_t>(i)];
-      for (std::int64_t i = 0; i < rows; ++i) after[j] += all[pos + static_cast<std::size_t>(rows + i)];
-      pos += 2 * static_cast<std::size_t>(rows);
-    }
+  const auto sums = global_row_sums(mine, matrix_rows, 2, nranks_ > 1 ? comm_ : nullptr);
+  const std::vector<double>& before = sums[0];
+  const std::vector<double>& after = sums[1];
   for (std::size_t j = 0; j < plan_.tasks.size(); ++j) {
     const OrthoTask& t = plan_.tasks[j];
     T* o = b.update[t.param].data();

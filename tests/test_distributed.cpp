@@ -5,8 +5,10 @@
 
 #include "bench/optim_bench.hpp"
 #include "optim/distributed/plan.hpp"
+#include "optim/distributed/row_exchange.hpp"
 #include "runtime/fsdp/row_sharding.hpp"
 #include "optim/optimizer.hpp"
+#include "runtime/core/error.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -143,6 +145,32 @@ TEST_F(MpiTest, PlanIsBuiltOnceAndCoversEveryMatrix) {
     EXPECT_EQ(o.plan().tasks[j].owner, before[j].owner);
     EXPECT_EQ(o.plan().tasks[j].gram, before[j].gram);
   }
+}
+
+// NorMuon's whole-matrix norms from row shards: equal, bit for bit, to the sums of the global rows in order at
+// every rank count, matrices with fewer rows than ranks and with none included.
+TEST_F(MpiTest, GlobalRowSumsAddInGlobalRowOrder) {
+  const std::vector<std::int64_t> rows = {7, 2, 1, 0, 10};
+  const int n = comm().size(), me = comm().rank();
+  auto value = [](int part, std::size_t matrix, std::int64_t row) {  // values whose sum depends on the order
+    return std::ldexp(1.0 + 0.1 * row, static_cast<int>((row * 37 + 11 * matrix + 5 * part) % 60) - 30);
+  };
+  std::vector<double> mine;
+  for (std::size_t j = 0; j < rows.size(); ++j) {
+    const RowRange rr = shard_rows(rows[j], n, me);
+    for (int p = 0; p < 2; ++p)
+      for (std::int64_t i = rr.begin; i < rr.begin + rr.rows(); ++i) mine.push_back(value(p, j, i));
+  }
+  const auto sums = global_row_sums(mine, rows, 2, &comm());
+  ASSERT_EQ(sums.size(), 2u);
+  for (int p = 0; p < 2; ++p)
+    for (std::size_t j = 0; j < rows.size(); ++j) {
+      double expected = 0;
+      for (std::int64_t i = 0; i < rows[j]; ++i) expected += value(p, j, i);
+      EXPECT_EQ(sums[static_cast<std::size_t>(p)][j], expected) << "part " << p << ", matrix " << j << ", " << n
+                                                                << " ranks";
+    }
+  EXPECT_THROW(global_row_sums(std::vector<double>(mine.size() + 1, 0.0), rows, 2, n, me, nullptr), Error);
 }
 
 TEST(Planner, LptBalancesTheGpt2MatrixSet) {

@@ -396,7 +396,7 @@ void DeviceOptimizer::normuon_finish(const std::vector<Tensor>& params, const st
   std::int64_t total_rows = 0;
   for (const auto& t : plan_.tasks) total_rows += local_shapes_[t.param][0];
   grow(impl_->row_ss, 2 * total_rows);
-  std::vector<std::size_t> counts(static_cast<std::size_t>(nranks_), 0);
+  std::vector<std::int64_t> matrix_rows;
   std::int64_t off = 0;
   for (const auto& t : plan_.tasks) {
     const std::int64_t rows = local_shapes_[t.param][0];
@@ -404,32 +404,16 @@ void DeviceOptimizer::normuon_finish(const std::vector<Tensor>& params, const st
     double* ss = impl_->row_ss.data() + off;
     cuda::normuon_normalize_rows<float>(impl_->update[t.param].data(), rows, t.n, v, c.beta2, ss, ss + rows, stream_);
     off += 2 * rows;
-    for (int r = 0; r < nranks_; ++r)
-      counts[static_cast<std::size_t>(r)] += 2 * static_cast<std::size_t>(shard_rows(t.m, nranks_, r).rows());
+    matrix_rows.push_back(t.m);
   }
   std::vector<double> mine(static_cast<std::size_t>(2 * total_rows));
   if (!mine.empty())
     OS_CUDA_CHECK(cudaMemcpyAsync(mine.data(), impl_->row_ss.data(), mine.size() * sizeof(double),
                                   cudaMemcpyDeviceToHost, stream_));
   OS_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  std::vector<double> all;
-  if (comm_ && nranks_ > 1) {
-    std::size_t total = 0;
-    for (auto x : counts) total += x;
-    all.resize(total);
-    comm_->all_gather_v(mine.data(), mine.size(), all.data(), counts, DType::F64);
-  } else {
-    all = std::move(mine);
-  }
-  std::vector<double> before(plan_.tasks.size(), 0.0), after(plan_.tasks.size(), 0.0);
-  std::size_t pos = 0;
-  for (int r = 0; r < nranks_; ++r)
-    for (std::size_t j = 0; j < plan_.tasks.size(); ++j) {
-      const std::int64_t rows = shard_rows(plan_.tasks[j].m, nranks_, r).rows();
-      for (std::int64_t i = 0; i < rows; ++i) before[j] += all[pos + static_cast<std::size_t>(i)];
-      for (std::int64_t i = 0; i < rows; ++i) after[j] += all[pos + static_cast<std::size_t>(rows + i)];
-      pos += 2 * static_cast<std::size_t>(rows);
-    }
+  const auto sums = global_row_sums(mine, matrix_rows, 2, nranks_ > 1 ? comm_ : nullptr);
+  const std::vector<double>& before = sums[0];
+  const std::vector<double>& after = sums[1];
   for (std::size_t j = 0; j < plan_.tasks.size(); ++j) {
     const OrthoTask& t = plan_.tasks[j];
     float* o = impl_->update[t.param].data();

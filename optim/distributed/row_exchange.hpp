@@ -5,10 +5,32 @@
 
 #include "runtime/comm/communicator.hpp"
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace orthoshard {
+
+// Whole-matrix sums over row shards, added in global row order so that they do not depend on the rank count
+// (NorMuon's two Frobenius norms per matrix; CPU and GPU optimizers). `mine` holds, for each matrix in order,
+// this rank's `parts` runs of per-row values (each run this rank's rows of the matrix long); `gather` is an
+// all_gather_v of doubles over the group (not called on one rank). Returns sums[part][matrix].
+using GatherDoubles = std::function<void(const double* send, std::size_t count, double* recv,
+                                         const std::vector<std::size_t>& counts)>;
+std::vector<std::vector<double>> global_row_sums(const std::vector<double>& mine,
+                                                 const std::vector<std::int64_t>& matrix_rows, int parts, int nranks,
+                                                 int rank, const GatherDoubles& gather);
+// The same over a communicator (Communicator or DeviceCommunicator; null: one rank).
+template <typename Comm>
+std::vector<std::vector<double>> global_row_sums(const std::vector<double>& mine,
+                                                 const std::vector<std::int64_t>& matrix_rows, int parts, Comm* comm) {
+  return global_row_sums(mine, matrix_rows, parts, comm ? comm->size() : 1, comm ? comm->rank() : 0,
+                         [comm](const double* send, std::size_t count, double* recv,
+                                const std::vector<std::size_t>& counts) {
+                           comm->all_gather_v(send, count, recv, counts, DType::F64);
+                         });
+}
 
 struct ExchangeItem {
   std::int64_t m = 0, n = 0;  // global rows and elements per row
