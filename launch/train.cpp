@@ -48,7 +48,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
                      "runtime.backend = cpu");
 #endif
   }
-  if (cfg.runtime.comm != CommBackend::Mpi)
+  if (cfg.runtime.comm == CommBackend::Nccl)
     throw UsageError("runtime.comm = nccl needs runtime.backend = cuda; CPU training uses runtime.comm = mpi");
   if (cfg.runtime.threads > 0) {
     openblas_set_num_threads(cfg.runtime.threads);

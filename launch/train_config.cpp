@@ -35,7 +35,9 @@ std::string_view lr_schedule_name(LrSchedule s) {
 }
 
 std::string_view nan_policy_name(NanPolicy p) { return p == NanPolicy::Stop ? "stop" : "skip"; }
-std::string_view comm_backend_name(CommBackend c) { return c == CommBackend::Mpi ? "mpi" : "nccl"; }
+std::string_view comm_backend_name(CommBackend c) {
+  return c == CommBackend::Auto ? "auto" : c == CommBackend::Mpi ? "mpi" : "nccl";
+}
 std::string_view overlap_name(Overlap o) { return o == Overlap::Auto ? "auto" : o == Overlap::On ? "on" : "off"; }
 
 std::string RuntimeSection::sharding() const {
@@ -330,7 +332,8 @@ const std::vector<KeySpec>& schema() {
      [](const TrainConfig& c) { return toml_string(device_name(c.runtime.backend)); }},
     {"runtime", "comm", Kind::String,
      [](TrainConfig& c, const Value& v) {
-       c.runtime.comm = choose<CommBackend>(v, {{"mpi", CommBackend::Mpi}, {"nccl", CommBackend::Nccl}});
+       c.runtime.comm =
+           choose<CommBackend>(v, {{"auto", CommBackend::Auto}, {"mpi", CommBackend::Mpi}, {"nccl", CommBackend::Nccl}});
      },
      [](const TrainConfig& c) { return toml_string(comm_backend_name(c.runtime.comm)); }},
     {"runtime", "sharding", Kind::String,

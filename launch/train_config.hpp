@@ -17,11 +17,11 @@ namespace orthoshard {
 
 enum class LrSchedule { Constant, Cosine, Linear };
 enum class NanPolicy { Stop, Skip };  // stop: end the run with a message; skip: drop the step's update
-enum class CommBackend { Mpi, Nccl };
+enum class CommBackend { Auto, Mpi, Nccl };  // auto: mpi on cpu; on cuda nccl unless ranks share a GPU
 
 std::string_view lr_schedule_name(LrSchedule s);  // "constant" | "cosine" | "linear"
 std::string_view nan_policy_name(NanPolicy p);    // "stop" | "skip"
-std::string_view comm_backend_name(CommBackend c);  // "mpi" | "nccl"
+std::string_view comm_backend_name(CommBackend c);  // "auto" | "mpi" | "nccl"
 
 // [model]: the GPT-2 shape, used when init_from is empty (random init from `seed`).
 struct ModelSection {
@@ -76,7 +76,7 @@ std::string_view overlap_name(Overlap o);
 
 struct RuntimeSection {
   Device backend = Device::CPU;  // "cpu" | "cuda"
-  CommBackend comm = CommBackend::Mpi;
+  CommBackend comm = CommBackend::Auto;
   int hybrid_group_size = 0;     // sharding: "full" -> 0 (shard over all ranks); "hybrid:S" -> S (S >= 1)
   DType param_dtype = DType::F32;   // what all-gathers move: f32 | bf16 (masters stay f32)
   DType reduce_dtype = DType::F32;  // what gradient reductions move: f32 | bf16

@@ -51,7 +51,9 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
   DeviceCommOptions dopt;
   dopt.timeout_s = cfg.runtime.comm_timeout_s;
   dopt.device = q.count > 0 ? pick_device(world.local_rank(), q.count) : -1;
-  const DeviceCommKind kind = cfg.runtime.comm == CommBackend::Nccl ? DeviceCommKind::Nccl : DeviceCommKind::MpiStaged;
+  const DeviceCommKind kind = cfg.runtime.comm == CommBackend::Nccl  ? DeviceCommKind::Nccl
+                              : cfg.runtime.comm == CommBackend::Mpi ? DeviceCommKind::MpiStaged
+                                                                     : DeviceCommKind::Auto;
   std::unique_ptr<cuda::Stream> stream_holder;  // declared first: it outlives everything that queues on it
   std::unique_ptr<Communicator> shard_mpi = world.split(me / S, me);
   std::unique_ptr<DeviceCommunicator> shard = make_device_communicator(as_mpi(*shard_mpi), kind, dopt);

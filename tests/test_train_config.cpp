@@ -114,6 +114,16 @@ TEST(TrainConfig, DefaultsWithoutFile) {
   EXPECT_EQ(c.source, "");
 }
 
+// runtime.comm defaults to auto (CPU: MPI; GPU: NCCL unless ranks share a GPU, decided at start); auto and mpi
+// are valid on either backend, nccl only on cuda; the value round-trips through the resolved TOML.
+TEST(TrainConfig, CommDefaultsToAuto) {
+  EXPECT_EQ(load_train_config("", {}).runtime.comm, CommBackend::Auto);
+  EXPECT_EQ(load_train_config("", {"--runtime.comm=mpi"}).runtime.comm, CommBackend::Mpi);
+  EXPECT_EQ(load_train_config("", {"--runtime.backend=cuda", "--runtime.comm=auto"}).runtime.comm, CommBackend::Auto);
+  const TrainConfig c = load_train_config("", {"--runtime.backend=cuda"});
+  EXPECT_NE(c.resolved_toml().find("comm = \"auto\""), std::string::npos) << c.resolved_toml();
+}
+
 TEST(TrainConfig, OverlapAutoIsOnForCudaAndOffForCpu) {
   EXPECT_EQ(load_train_config("", {}).runtime.overlap, Overlap::Auto);
   EXPECT_FALSE(load_train_config("", {}).runtime.overlap_enabled());
@@ -360,7 +370,7 @@ TEST(TrainConfigErrors, OverrideErrorsNameTheFlag) {
   EXPECT_EQ(load_error("", {"--runtime.prefetch=-1"}).rfind("--runtime.prefetch: ", 0), 0u);
   EXPECT_EQ(load_error("", {"--runtime.comm_timeout_s=-5"}).rfind("--runtime.comm_timeout_s: ", 0), 0u);
   EXPECT_EQ(load_error("", {"--runtime.overlap=yes"}).rfind("--runtime.overlap: ", 0), 0u);
-  EXPECT_EQ(load_error("", {"--runtime.comm=gloo"}), "--runtime.comm: 'gloo' is not mpi or nccl");
+  EXPECT_EQ(load_error("", {"--runtime.comm=gloo"}), "--runtime.comm: 'gloo' is not auto, mpi or nccl");
   EXPECT_EQ(load_error("", {"--runtime.param_dtype=f16"}), "--runtime.param_dtype: 'f16' is not f32 or bf16");
   EXPECT_EQ(load_error("", {"--data.order=random"}), "--data.order: 'random' is not sequential or shuffled");
   EXPECT_EQ(load_error("", {"--train.nan_policy=ignore"}), "--train.nan_policy: 'ignore' is not stop or skip");

@@ -9,11 +9,27 @@
 #include "runtime/comm/nccl_communicator.hpp"
 #endif
 
+#include <cstring>
+#include <vector>
+
 namespace orthoshard {
 
 int pick_device(int local_rank, int visible_devices) {
   OS_CHECK(visible_devices > 0, "pick_device: no visible GPU");
   return visible_devices == 1 ? 0 : local_rank % visible_devices;
+}
+
+std::pair<int, int> ranks_sharing_a_gpu(MpiCommunicator& comm, int device) {
+  cudaDeviceProp prop{};
+  OS_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  const int n = comm.size();
+  std::vector<std::uint8_t> uuids(16 * static_cast<std::size_t>(n));
+  comm.all_gather(prop.uuid.bytes, uuids.data(), 16, DType::U8);
+  for (int a = 0; a < n; ++a)
+    for (int b = a + 1; b < n; ++b)
+      if (std::memcmp(&uuids[16 * static_cast<std::size_t>(a)], &uuids[16 * static_cast<std::size_t>(b)], 16) == 0)
+        return {a, b};
+  return {-1, -1};
 }
 
 std::unique_ptr<DeviceCommunicator> make_device_communicator(const MpiCommunicator& world, DeviceCommKind kind,
@@ -37,6 +53,13 @@ std::unique_ptr<DeviceCommunicator> make_device_communicator(const MpiCommunicat
   }
   const int device = opt.device >= 0 ? opt.device : pick_device(mpi->local_rank(), q.count);
   OS_CUDA_CHECK(cudaSetDevice(device));
+  if (kind == DeviceCommKind::Auto) {
+#if ORTHOSHARD_HAVE_NCCL
+    kind = ranks_sharing_a_gpu(*mpi, device).first < 0 ? DeviceCommKind::Nccl : DeviceCommKind::MpiStaged;
+#else
+    kind = DeviceCommKind::MpiStaged;
+#endif
+  }
   if (kind == DeviceCommKind::MpiStaged) return std::make_unique<StagedCommunicator>(std::move(mpi), device);
 #if ORTHOSHARD_HAVE_NCCL
   return std::make_unique<NcclCommunicator>(std::move(mpi), device, opt);

@@ -5,7 +5,9 @@
 
 #include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
+#include "runtime/comm/device_comm.hpp"
 #include "runtime/kernels/cuda/check.hpp"
+#include "runtime/kernels/cuda/device.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -133,17 +135,11 @@ NcclCommunicator::NcclCommunicator(std::unique_ptr<MpiCommunicator> mpi, int dev
   OS_CUDA_CHECK(cudaSetDevice(device_));
 
   // NCCL cannot run two ranks on one GPU: find out before it hangs or fails obscurely.
-  cudaDeviceProp prop{};
-  OS_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
-  std::vector<std::uint8_t> uuids(16 * static_cast<std::size_t>(n));
-  mpi_->all_gather(prop.uuid.bytes, uuids.data(), 16, DType::U8);
-  for (int a = 0; a < n; ++a)
-    for (int b = a + 1; b < n; ++b)
-      if (std::memcmp(&uuids[16 * a], &uuids[16 * b], 16) == 0)
-        throw UsageError(fmt::format(
-            "runtime.comm = nccl: ranks {} and {} share one GPU ({}); NCCL needs one GPU per rank: start at most "
-            "one rank per GPU, or use --runtime.comm=mpi (host staging)",
-            a, b, prop.name));
+  if (const auto [a, b] = ranks_sharing_a_gpu(*mpi_, device_); a >= 0)
+    throw UsageError(fmt::format(
+        "runtime.comm = nccl: ranks {} and {} share one GPU ({}); NCCL needs one GPU per rank: start at most "
+        "one rank per GPU, or use --runtime.comm=mpi or auto (host staging)",
+        a, b, cuda::device_description(device_)));
 
   watchdog_ = std::make_unique<CommWatchdog>(fmt::format("nccl (rank {} of {})", me, n), opt_.timeout_s,
                                              [this](const std::string& message) {

@@ -48,6 +48,8 @@ class DeviceComm : public MpiTest, public ::testing::WithParamInterface<DeviceCo
       if (why.find("no CUDA device") != std::string::npos || why.find("no usable CUDA device") != std::string::npos)
         GTEST_SKIP() << "no CUDA device: " << why;
       if (why.find("this build has no NCCL") != std::string::npos) GTEST_SKIP() << "no NCCL in this build: " << why;
+      if (why.find("share one GPU") != std::string::npos)
+        GTEST_SKIP() << "ranks share one GPU, which NCCL refuses (runtime.comm = mpi serves that): " << why;
       throw;
     }
   }
@@ -222,7 +224,32 @@ TEST_P(DeviceComm, SplitIntoEvenAndOddRanks) {
   EXPECT_EQ(got[63], want);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, DeviceComm, ::testing::Values(DeviceCommKind::Nccl, DeviceCommKind::MpiStaged),
+INSTANTIATE_TEST_SUITE_P(Backends, DeviceComm,
+                         ::testing::Values(DeviceCommKind::Nccl, DeviceCommKind::MpiStaged, DeviceCommKind::Auto),
                          [](const ::testing::TestParamInfo<DeviceCommKind>& i) {
-                           return std::string(i.param == DeviceCommKind::Nccl ? "Nccl" : "MpiStaged");
+                           return std::string(i.param == DeviceCommKind::Nccl        ? "Nccl"
+                                              : i.param == DeviceCommKind::MpiStaged ? "MpiStaged"
+                                                                                     : "Auto");
                          });
+
+// runtime.comm = auto: NCCL when every rank has a GPU of its own (and the build has NCCL), host staging when
+// ranks share one (as on a one-GPU test machine at 2-4 ranks); every rank makes the same choice.
+TEST_F(MpiTest, AutoPicksNcclUnlessRanksShareAGpu) {
+  std::unique_ptr<DeviceCommunicator> dc;
+  try {
+    dc = make_device_communicator(dynamic_cast<MpiCommunicator&>(comm()), DeviceCommKind::Auto, DeviceCommOptions{60.0});
+  } catch (const UsageError& e) {
+    const std::string why = e.what();
+    if (why.find("no CUDA device") != std::string::npos || why.find("no usable CUDA device") != std::string::npos)
+      GTEST_SKIP() << "no CUDA device: " << why;
+    throw;
+  }
+  const bool shared = ranks_sharing_a_gpu(dynamic_cast<MpiCommunicator&>(comm()), dc->device()).first >= 0;
+#if ORTHOSHARD_HAVE_NCCL
+  EXPECT_EQ(dc->backend(), shared ? "mpi+staging" : "nccl");
+#else
+  EXPECT_EQ(dc->backend(), "mpi+staging");
+#endif
+  const double nccl = dc->backend() == "nccl" ? 1.0 : 0.0;  // the same choice on every rank
+  EXPECT_EQ(comm().all_reduce_scalar(nccl, ReduceOp::Sum), nccl * comm().size());
+}
