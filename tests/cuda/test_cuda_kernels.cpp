@@ -427,11 +427,12 @@ template <typename T> void linear_case(bool use_lt) {
     OS_EXPECT(blas.lt_epilogue_calls == 0, "use_lt = false still ran a cuBLASLt epilogue");
   }
   std::printf("  linear %s%s: %llu cuBLASLt calls (%llu fused epilogues: bias %llu, GELU %llu, DGELU %llu), "
-              "%llu fallback GEMMs\n",
+              "%llu fallback GEMMs, %llu refused by cublasLtMatmul after its heuristic offered them\n",
               type_name<T>(), path.c_str(), static_cast<unsigned long long>(blas.lt_calls),
               static_cast<unsigned long long>(blas.lt_epilogue_calls), static_cast<unsigned long long>(ep_bias),
               static_cast<unsigned long long>(ep_gelu), static_cast<unsigned long long>(ep_dgelu),
-              static_cast<unsigned long long>(blas.fallback_calls));
+              static_cast<unsigned long long>(blas.fallback_calls),
+              static_cast<unsigned long long>(blas.lt_refused_calls));
 
   // dinp = nullptr: only the weight and bias gradients (the GELU input is then irrelevant).
   auto d_dw2 = upload<T>(dw0), d_dbias2 = upload<T>(dbias0);

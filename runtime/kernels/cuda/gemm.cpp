@@ -134,8 +134,16 @@ bool lt_matmul(Blas& blas, bool ta, bool tb, std::int64_t rows, std::int64_t col
     cached = cache.emplace(key, choice).first;
     if (!choice.found) return false;
   }
-  OS_CUBLAS_CHECK(cublasLtMatmul(blas.lt(), call.op, &alpha, a, call.a, b, call.b, &beta, d, call.c, d, call.c,
-                                 &cached->second.algo, blas.lt_workspace(), ws, stream));
+  const cublasStatus_t st = cublasLtMatmul(blas.lt(), call.op, &alpha, a, call.a, b, call.b, &beta, d, call.c, d,
+                                           call.c, &cached->second.algo, blas.lt_workspace(), ws, stream);
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE) {
+    // Refused before anything was queued although the heuristic offered the algorithm (an epilogue or layout
+    // this cuBLASLt cannot run after all): remember it and let the caller take the cublasGemmEx path.
+    cached->second.found = false;
+    ++blas.lt_refused_calls;
+    return false;
+  }
+  OS_CUBLAS_CHECK(st);
   ++blas.lt_calls;
   if (ep.kind != CUBLASLT_EPILOGUE_DEFAULT) ++blas.lt_epilogue_calls;
   return true;

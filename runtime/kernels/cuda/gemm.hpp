@@ -41,7 +41,9 @@ class Blas {
   // How many GEMMs took each path (for tests and logs). lt_epilogue_calls counts the cuBLASLt calls that ran
   // a fused epilogue (bias, GELU, DGELU); lt_heuristic_calls the cublasLtMatmulAlgoGetHeuristic queries (one
   // per distinct problem, see the algorithm cache below).
-  std::uint64_t lt_calls = 0, fallback_calls = 0, lt_epilogue_calls = 0, lt_heuristic_calls = 0;
+  // lt_refused_calls: cublasLtMatmul refused (not supported / invalid value) an algorithm its heuristic had
+  // offered; that problem then takes the fallback path for good.
+  std::uint64_t lt_calls = 0, fallback_calls = 0, lt_epilogue_calls = 0, lt_heuristic_calls = 0, lt_refused_calls = 0;
 
   // cuBLASLt's algorithm choice per problem: data type, transposes, shape, leading dimensions, operand
   // alignments, epilogue (kind, aux leading dimension). found = false remembers "no algorithm" (the
