@@ -52,12 +52,17 @@ class DeviceRowExchange {
         for (int s = 0; s < nranks_; ++s)
           from_ranks_[static_cast<std::size_t>(s)] += static_cast<std::size_t>(rows(i, s) * items_[i].n);
     }
+    if (single()) return;  // one rank: the matrices are copied straight between the caller's buffers
     a_ = cuda::DeviceBuffer<float>(total(to_owner_), alloc, stream_);
     b_ = cuda::DeviceBuffer<float>(total(from_ranks_), alloc, stream_);
   }
 
   void start_gather(const std::vector<const float*>& local) {
     OS_CHECK(local.size() == items_.size(), "exchange: {} buffers for {} items", local.size(), items_.size());
+    if (single()) {
+      source_ = local;
+      return;
+    }
     float* out = a_.data();
     for (int d = 0; d < nranks_; ++d)
       for (std::size_t i = 0; i < items_.size(); ++i)
@@ -69,6 +74,10 @@ class DeviceRowExchange {
     move(a_, to_owner_, b_, from_ranks_);
   }
   void finish_gather(const std::vector<float*>& full) {
+    if (single()) {
+      for (std::size_t i = 0; i < items_.size(); ++i) copy_d2d(full[i], source_[i], items_[i].m * items_[i].n, stream_);
+      return;
+    }
     pending_.wait();
     const float* in = b_.data();
     for (int s = 0; s < nranks_; ++s)
@@ -80,6 +89,10 @@ class DeviceRowExchange {
         }
   }
   void start_return(const std::vector<const float*>& full) {
+    if (single()) {
+      source_ = full;
+      return;
+    }
     float* out = b_.data();
     for (int s = 0; s < nranks_; ++s)
       for (std::size_t i = 0; i < items_.size(); ++i)
@@ -91,6 +104,11 @@ class DeviceRowExchange {
     move(b_, from_ranks_, a_, to_owner_);
   }
   void finish_return(const std::vector<float*>& local) {
+    if (single()) {
+      for (std::size_t i = 0; i < items_.size(); ++i)
+        copy_d2d(local[i], source_[i], items_[i].m * items_[i].n, stream_);
+      return;
+    }
     pending_.wait();
     const float* in = a_.data();
     for (int d = 0; d < nranks_; ++d)
@@ -104,6 +122,7 @@ class DeviceRowExchange {
   std::uint64_t bytes_sent = 0, bytes_received = 0;
 
  private:
+  bool single() const { return nranks_ == 1; }
   static std::size_t total(const std::vector<std::size_t>& v) {
     std::size_t s = 0;
     for (auto x : v) s += x;
@@ -128,6 +147,7 @@ class DeviceRowExchange {
   cudaStream_t stream_;
   std::vector<std::size_t> to_owner_, from_ranks_;  // elements per peer, gather direction
   cuda::DeviceBuffer<float> a_, b_;                 // this rank's rows (packed by owner); the owner's rows
+  std::vector<const float*> source_;                // one rank: what start_gather / start_return were given
   Request pending_;                                 // declared last: destroyed (waited) before the buffers
 };
 
