@@ -171,6 +171,11 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
     if (!overlap) engine.finish_reductions();
   };
 
+  // Each micro-batch's per-token losses land here by async copies; they are read after the step's first
+  // synchronization (the gradient norm), so the host never waits for a micro-batch to finish.
+  const std::int64_t tokens_per_micro = static_cast<std::int64_t>(tc.batch_size) * tc.seq_len;
+  cuda::PinnedBuffer losses_host(static_cast<std::size_t>(tokens_per_micro * tc.grad_accum) * sizeof(float));
+  float* const losses = static_cast<float*>(losses_host.data());
   StepLog steps(cfg, first_step, tokens_per_step, talk, me == 0);
   const auto run_start = Clock::now();
   for (std::int64_t step = first_step; step < tc.steps; ++step) {
@@ -190,6 +195,7 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
           if (reshard) engine.release(u);
         } else {
           model.head_forward_async(head_weights(fulls), targets);
+          model.copy_losses_async(losses + j * tokens_per_micro);
         }
       }
       // Backward in reverse; the last micro-batch reduce-scatters each unit as soon as it is done.
@@ -209,12 +215,13 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
       }
       model.embedding_backward(embedding_weights(fgrads));
       if (last) reduce(emb);
-      loss_sum += model.mean_loss();  // waits for this micro-batch's work (the losses are read on the host)
     }
     engine.finish_reductions();
     for (std::size_t u = 0; u < U; ++u) engine.release(u);  // the optimizer changes the parameters
 
-    const double grad_norm = engine.clip_grad_norm(tc.grad_clip);
+    const double grad_norm = engine.clip_grad_norm(tc.grad_clip);  // synchronizes the stream
+    stream.synchronize();  // (explicitly: the loss copies above must have landed)
+    for (int j = 0; j < tc.grad_accum; ++j) loss_sum += model.mean_of(losses + j * tokens_per_micro, tokens_per_micro);
     const double loss = world.all_reduce_scalar(loss_sum / tc.grad_accum, ReduceOp::Sum) / W;
     const double lr_mult = lr_multiplier(cfg, step);
     if (steps.update_allowed(step, loss, grad_norm)) optim.step(shards, grads, lr_mult, copies);

@@ -197,12 +197,22 @@ template <typename T> void Gpt2CudaModel<T>::head_forward_async(const HeadWeight
   cuda::cross_entropy_forward<T>(b.losses.data(), b.lse.data(), b.logits.data(), b.targets.data(), N, V, Vp, stream_);
 }
 
+template <typename T> double Gpt2CudaModel<T>::mean_of(const float* losses, std::int64_t count) {
+  double sum = 0;
+  for (std::int64_t i = 0; i < count; ++i) sum += static_cast<double>(losses[i]);
+  return sum / static_cast<double>(count);
+}
+
 template <typename T> double Gpt2CudaModel<T>::mean_loss() {
   OS_CHECK(have_targets_, "GPT-2 (cuda) mean_loss needs a head forward with targets");
   const std::vector<float> l = losses_to_host();
-  double sum = 0;
-  for (float v : l) sum += static_cast<double>(v);
-  return sum / static_cast<double>(l.size());
+  return mean_of(l.data(), static_cast<std::int64_t>(l.size()));
+}
+
+template <typename T> void Gpt2CudaModel<T>::copy_losses_async(float* dst) {
+  OS_CHECK(have_targets_, "GPT-2 (cuda) copy_losses_async needs a head forward with targets");
+  OS_CUDA_CHECK(cudaMemcpyAsync(dst, buf_->losses.data(), static_cast<std::size_t>(B_ * T_) * sizeof(float),
+                                cudaMemcpyDeviceToHost, stream_));
 }
 
 template <typename T> std::vector<float> Gpt2CudaModel<T>::losses_to_host() {

@@ -44,6 +44,10 @@ class Gpt2CudaModel {
   void head_forward_async(const HeadWeights& w, const Tensor& targets);
   // Waits for the stream and returns the mean of the last forward's losses (sum in double on the host).
   double mean_loss();
+  // Queues a copy of the last forward's B·T per-token losses into `dst` (pinned host memory, to be read only
+  // after the stream has passed this point), without waiting; mean_of() then gives what mean_loss() would.
+  void copy_losses_async(float* dst);
+  static double mean_of(const float* losses, std::int64_t count);
   double head_forward(const HeadWeights& w, const Tensor& targets) {
     head_forward_async(w, targets);
     return mean_loss();
