@@ -143,7 +143,10 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
     log::info("job: {} ranks on GPUs ({}, comm {}, compute {}, reduce {}, prefetch {}), {} tokens per step "
               "(W {} x K {} x B {} x T {}), optimizer {}, {} matrices orthogonalized across {} rank(s), Newton-Schulz "
               "in {}",
-              W, cfg.runtime.sharding(), shard->backend(), dtype_name(cfg.runtime.param_dtype),
+              W, cfg.runtime.sharding(),
+              replica ? fmt::format("{} in shard groups, {} across replicas", shard->backend(), replica->backend())
+                      : shard->backend(),
+              dtype_name(cfg.runtime.param_dtype),
               dtype_name(cfg.runtime.reduce_dtype), cfg.runtime.prefetch, tokens_per_step, W, tc.grad_accum,
               tc.batch_size, tc.seq_len, cfg.optim.name, optim.plan().tasks.size(), shard->size(),
               ns == NsPrecision::BF16 ? "bf16" : "f32");
