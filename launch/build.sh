@@ -9,4 +9,4 @@ if [ ! -f "$build/CMakeCache.txt" ]; then
   command -v ninja >/dev/null && gen=(-G Ninja)
   cmake -S "$root" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE:-Release}" ${ORTHOSHARD_CMAKE_ARGS:-}
 fi
-cmake --build "$build" -j "${ORTHOSHARD_JOBS:-$(nproc)}"
+cmake --build "$build" -j "${ORTHOSHARD_JOBS:-$(nproc)}" ${ORTHOSHARD_BUILD_TARGETS:+--target $ORTHOSHARD_BUILD_TARGETS}

@@ -7,6 +7,7 @@
 #include "tests/test_util.hpp"
 
 #include "launch/train.hpp"
+#include "runtime/checkpoint/commit.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/io/h5file.hpp"
 #include "runtime/kernels/cuda/device.hpp"
@@ -81,9 +82,12 @@ TEST_F(CudaTrainTest, F32OnTheGpuReproducesTheCpuForEveryOptimizer) {
 }
 
 TEST_F(CudaTrainTest, Bf16StaysCloseToTheCpu) {
+  // Clipped: without it AdamW's trajectory at 3 ranks spikes at step 6 (f32 gradient norm 27.9), and bf16 rounding
+  // alone, on the CPU as on the GPU, moves that step's loss by up to 15%: the comparison would measure the spike.
+  const std::vector<std::string> clip = {"--train.grad_clip=1.0"};
   for (const char* name : {"adamw", "normuon"}) {
-    const TrainResult cpu = train(comm(), tiny(name), {true, true});
-    const TrainResult dev = train(comm(), tiny(name, gpu("bf16")), {true, true});
+    const TrainResult cpu = train(comm(), tiny(name, clip), {true, true});
+    const TrainResult dev = train(comm(), tiny(name, plus(gpu("bf16"), clip)), {true, true});
     const double rel = max_rel(dev.losses, cpu.losses);
     if (comm().rank() == 0) std::printf("  %-8s bf16 GPU vs f32 CPU: max relative loss difference %.3g\n", name, rel);
     EXPECT_LT(rel, 2e-2) << name;
@@ -124,7 +128,7 @@ TEST_F(CudaTrainTest, ResumedRunContinuesOnTheGpuAndOnTheCpu) {
   // Uninterrupted: 6 steps. Interrupted: 3 steps (saved), then resumed to 6 on the GPU and on the CPU.
   const TrainResult whole = train(comm(), tiny("conda", plus(g, {"--train.steps=6"})), {true, true});
   train(comm(), tiny("conda", plus(plus(g, ck), {"--train.steps=3"})), {true, true});
-  const std::string step3 = dir + "/step_3.h5";
+  const std::string step3 = (std::filesystem::path(dir) / checkpoint_file_name(3)).string();
   const TrainResult gpu_rest = train(
       comm(), tiny("conda", plus(g, {"--train.steps=6", "--checkpoint.dir=" + dir, "--checkpoint.resume=" + step3})),
       {true, true});

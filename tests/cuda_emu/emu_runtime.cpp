@@ -1,0 +1,604 @@
+// The emulated CUDA runtime: kernel launches as fibers (one per CUDA thread, blocks one after another), and the
+// subset of the runtime API the project calls. "Device" memory is host memory; every operation completes
+// before its call returns, so streams and events only keep their bookkeeping (event times, last errors).
+#include "cuda_emu.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+namespace cuda_emu {
+namespace {
+
+thread_local cudaError_t g_last_error = cudaSuccess;
+
+cudaError_t fail(cudaError_t e) {
+  g_last_error = e;
+  return e;
+}
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "cuda-emu: %s\n", what.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+// ---------------- fibers ----------------
+// A fiber switch saves the callee-saved registers and the floating-point control words on the current stack and
+// loads another stack pointer: about 20 instructions (ucontext's swapcontext makes a system call per switch,
+// which dominated the run time). x86-64 System V only, which is what the project builds on.
+
+#if !defined(__x86_64__)
+#error "the CUDA emulator's fiber switch is written for x86-64"
+#endif
+
+extern "C" void cuda_emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+.text
+.globl cuda_emu_switch
+.type cuda_emu_switch,@function
+cuda_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+.size cuda_emu_switch, .-cuda_emu_switch
+.section .note.GNU-stack,"",@progbits
+.text
+)");
+
+// A new fiber's stack as cuda_emu_switch leaves a suspended one: control words, six registers, and `entry` as
+// the return address (entered with the stack aligned as after a call).
+void* fresh_stack(char* region, std::size_t size, void (*entry)()) {
+  auto top = reinterpret_cast<std::uintptr_t>(region + size) & ~std::uintptr_t(15);
+  auto* sp = reinterpret_cast<std::uint64_t*>(top);
+  *--sp = 0;  // entry's (never used) return address
+  *--sp = reinterpret_cast<std::uint64_t>(entry);
+  for (int i = 0; i < 6; ++i) *--sp = 0;
+  --sp;
+  const std::uint32_t mxcsr = 0x1F80;  // defaults: all exceptions masked, round to nearest
+  const std::uint16_t fpucw = 0x037F;
+  std::memcpy(reinterpret_cast<char*>(sp), &mxcsr, 4);
+  std::memcpy(reinterpret_cast<char*>(sp) + 4, &fpucw, 2);
+  return sp;
+}
+
+constexpr std::size_t kStackBytes = std::size_t(256) << 10;
+
+struct Stack {
+  void* base = nullptr;  // guard page, then the stack
+  std::size_t bytes = 0;
+  Stack() {
+    const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+    bytes = kStackBytes + page;
+    base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) die("cannot map a fiber stack");
+    mprotect(base, page, PROT_NONE);  // a kernel overflowing its stack faults instead of corrupting a neighbour
+  }
+  ~Stack() { munmap(base, bytes); }
+  Stack(const Stack&) = delete;
+  Stack& operator=(const Stack&) = delete;
+  char* top_region(std::size_t* size) const {
+    const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+    *size = bytes - page;
+    return static_cast<char*>(base) + page;
+  }
+};
+
+enum class Wait { None, Block, Warp };
+
+struct Fiber {
+  void* sp = nullptr;
+  std::unique_ptr<Stack> stack;
+  ThreadCoords coords{};
+  bool done = false;
+  Wait wait = Wait::None;
+  std::uint64_t wait_gen = 0;
+};
+
+struct WarpState {
+  int lanes = 0, live = 0;
+  unsigned arrived = 0;  // bit per lane that reached the current shuffle
+  std::uint64_t gen = 0;
+  unsigned char slot[2][32][8]{};
+};
+
+struct BlockRun {
+  const std::function<void()>* body = nullptr;
+  std::vector<Fiber> fibers;
+  int threads = 0, live = 0, arrived = 0;
+  std::uint64_t gen = 0;
+  std::vector<WarpState> warps;
+  void* scheduler_sp = nullptr;
+  int current = -1;
+  bool direct = false;             // threads called one after another, no fibers (see run_grid)
+  std::uint64_t barrier_calls = 0;  // __syncthreads and shuffles in the launch so far
+};
+
+thread_local BlockRun* g_run = nullptr;
+thread_local std::unique_ptr<BlockRun> g_pool;  // fibers and stacks reused across launches
+
+// CUDA_EMU_ORDER=reverse runs the threads of a block (between barriers) from the last to the first: a read of
+// shared or global memory that lacks its barrier then sees stale data instead of happening to work.
+bool reverse_order() {
+  const char* v = std::getenv("CUDA_EMU_ORDER");
+  return v && std::string(v) == "reverse";
+}
+
+void yield_to_scheduler() {
+  BlockRun& r = *g_run;
+  cuda_emu_switch(&r.fibers[static_cast<std::size_t>(r.current)].sp, r.scheduler_sp);
+}
+
+[[noreturn]] void fiber_entry() {
+  BlockRun& r = *g_run;
+  const int me = r.current;
+  (*r.body)();
+  Fiber& f = r.fibers[static_cast<std::size_t>(me)];
+  f.done = true;
+  --r.live;
+  --r.warps[static_cast<std::size_t>(me / 32)].live;
+  if (r.arrived > 0 && r.arrived == r.live) {  // the exited thread no longer holds a __syncthreads back
+    ++r.gen;
+    r.arrived = 0;
+  }
+  void* dead_sp = nullptr;
+  cuda_emu_switch(&dead_sp, r.scheduler_sp);  // never resumed
+  __builtin_unreachable();
+}
+
+std::string describe_block() {
+  const BlockRun& r = *g_run;
+  const ThreadCoords& c = r.fibers[0].coords;
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "block (%u,%u,%u) of grid (%u,%u,%u), block shape (%u,%u,%u)", c.block_idx.x,
+                c.block_idx.y, c.block_idx.z, c.grid_dim.x, c.grid_dim.y, c.grid_dim.z, c.block_dim.x, c.block_dim.y,
+                c.block_dim.z);
+  return buf;
+}
+
+void run_block(BlockRun& r) {
+  const int n = r.threads;
+  r.live = n;
+  r.arrived = 0;
+  r.gen = 0;
+  for (int w = 0; w < (n + 31) / 32; ++w) {
+    WarpState& ws = r.warps[static_cast<std::size_t>(w)];
+    ws.lanes = ws.live = std::min(32, n - 32 * w);
+    ws.arrived = 0;
+    ws.gen = 0;
+  }
+  for (int t = 0; t < n; ++t) {
+    Fiber& f = r.fibers[static_cast<std::size_t>(t)];
+    f.done = false;
+    f.wait = Wait::None;
+    std::size_t size = 0;
+    char* region = f.stack->top_region(&size);
+    f.sp = fresh_stack(region, size, fiber_entry);
+  }
+  int remaining = n;
+  const bool rev = reverse_order();
+  while (remaining > 0) {
+    bool progress = false;
+    for (int k = 0; k < n; ++k) {
+      const int t = rev ? n - 1 - k : k;
+      Fiber& f = r.fibers[static_cast<std::size_t>(t)];
+      if (f.done) continue;
+      if (f.wait == Wait::Block && r.gen == f.wait_gen) continue;
+      if (f.wait == Wait::Warp && r.warps[static_cast<std::size_t>(t / 32)].gen == f.wait_gen) continue;
+      f.wait = Wait::None;
+      r.current = t;
+      cuda_emu_switch(&r.scheduler_sp, f.sp);
+      progress = true;
+      if (f.done) --remaining;
+    }
+    if (!progress) {
+      int at_sync = 0, at_shfl = 0;
+      for (const Fiber& f : r.fibers) {
+        if (&f - r.fibers.data() >= n) break;
+        if (!f.done && f.wait == Wait::Block) ++at_sync;
+        if (!f.done && f.wait == Wait::Warp) ++at_shfl;
+      }
+      die("deadlock in " + describe_block() + ": " + std::to_string(at_sync) + " threads wait at __syncthreads and " +
+          std::to_string(at_shfl) + " at a warp shuffle that the other threads never reach (divergent barrier, or "
+          "a shuffle whose lanes exited)");
+    }
+  }
+  r.current = -1;
+}
+
+[[noreturn]] void barrier_in_direct_mode(const char* what) {
+  die(std::string(what) + " in " + describe_block() + ", although block (0,0,0) of the same launch used none: the "
+      "emulator ran the later blocks without fibers and cannot suspend this thread");
+}
+
+}  // namespace
+
+const ThreadCoords& coords() {
+  if (!g_run || g_run->current < 0) die("threadIdx/blockIdx read outside a kernel");
+  return g_run->fibers[static_cast<std::size_t>(g_run->current)].coords;
+}
+
+void syncthreads() {
+  if (!g_run || g_run->current < 0) die("__syncthreads outside a kernel");
+  BlockRun& r = *g_run;
+  if (r.direct) barrier_in_direct_mode("__syncthreads");
+  ++r.barrier_calls;
+  Fiber& f = r.fibers[static_cast<std::size_t>(r.current)];
+  f.wait = Wait::Block;
+  f.wait_gen = r.gen;
+  if (++r.arrived == r.live) {
+    ++r.gen;
+    r.arrived = 0;
+  }
+  yield_to_scheduler();
+}
+
+const void* warp_exchange(unsigned mask, const void* value, std::size_t bytes, int src_lane) {
+  if (!g_run || g_run->current < 0) die("warp shuffle outside a kernel");
+  BlockRun& r = *g_run;
+  if (r.direct) barrier_in_direct_mode("a warp shuffle");
+  ++r.barrier_calls;
+  const int me = r.current, lane = me & 31;
+  WarpState& w = r.warps[static_cast<std::size_t>(me / 32)];
+  if (mask != 0xffffffffu || w.lanes != 32)
+    die("warp shuffle with mask " + std::to_string(mask) + " in a warp of " + std::to_string(w.lanes) + " threads (" +
+        describe_block() + "): only full masks over full warps are emulated (anything else is undefined on a GPU "
+        "unless every named lane exists and takes part)");
+  const std::uint64_t gen = w.gen;
+  std::memcpy(w.slot[gen & 1][lane], value, bytes);
+  w.arrived |= 1u << lane;
+  Fiber& f = r.fibers[static_cast<std::size_t>(me)];
+  f.wait = Wait::Warp;
+  f.wait_gen = gen;
+  if (w.arrived == mask) {
+    ++w.gen;
+    w.arrived = 0;
+  }
+  yield_to_scheduler();
+  return w.slot[gen & 1][src_lane];
+}
+
+cudaError_t run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t, const std::function<void()>& body) {
+  const std::uint64_t threads = std::uint64_t(block.x) * block.y * block.z;
+  if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+      grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535)
+    return fail(cudaErrorInvalidConfiguration);
+  if (dynamic_smem > 0) {
+    std::fprintf(stderr, "cuda-emu: dynamic shared memory is not emulated\n");
+    return fail(cudaErrorInvalidValue);
+  }
+  if (g_run) die("kernel launched from inside a kernel");
+  if (!g_pool) g_pool = std::make_unique<BlockRun>();
+  BlockRun& r = *g_pool;
+  const int n = static_cast<int>(threads);
+  while (static_cast<int>(r.fibers.size()) < n) {
+    r.fibers.emplace_back();
+    r.fibers.back().stack = std::make_unique<Stack>();
+  }
+  if (static_cast<int>(r.warps.size()) < (n + 31) / 32) r.warps.resize(static_cast<std::size_t>((n + 31) / 32));
+  r.threads = n;
+  r.body = &body;
+  r.direct = false;
+  r.barrier_calls = 0;
+  g_run = &r;
+  const bool rev = reverse_order();
+  // Block (0,0,0) runs as fibers. When none of its threads reached a barrier, the kernel has none (kernels call
+  // them unconditionally), and the other blocks run as plain calls, thread after thread: the fibers' switches
+  // cost far more than elementwise work. A later block that does reach a barrier stops the process.
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        for (int t = 0; t < n; ++t) {
+          ThreadCoords& c = r.fibers[static_cast<std::size_t>(t)].coords;
+          c.thread_idx = uint3{static_cast<unsigned>(t) % block.x, static_cast<unsigned>(t) / block.x % block.y,
+                               static_cast<unsigned>(t) / (block.x * block.y)};
+          c.block_idx = uint3{bx, by, bz};
+          c.block_dim = block;
+          c.grid_dim = grid;
+        }
+        if (r.direct) {
+          for (int k = 0; k < n; ++k) {
+            r.current = rev ? n - 1 - k : k;
+            body();
+          }
+          r.current = -1;
+        } else {
+          run_block(r);
+          r.direct = r.barrier_calls == 0;
+        }
+      }
+  g_run = nullptr;
+  return cudaSuccess;
+}
+
+// ---------------- memory bookkeeping ----------------
+
+namespace {
+
+struct Allocation {
+  std::size_t bytes;
+  cudaMemoryType type;
+};
+
+std::mutex g_mem_mu;
+std::map<const char*, Allocation>& allocations() {
+  static std::map<const char*, Allocation> m;
+  return m;
+}
+std::size_t g_device_bytes = 0;
+
+std::size_t device_memory_bytes() {
+  static const std::size_t b = [] {
+    const char* v = std::getenv("CUDA_EMU_MEMORY_MB");
+    return (v ? std::strtoull(v, nullptr, 10) : 16384ull) << 20;
+  }();
+  return b;
+}
+
+int device_count() {
+  static const int n = [] {
+    const char* v = std::getenv("CUDA_EMU_DEVICES");
+    return v ? std::atoi(v) : 1;
+  }();
+  return n;
+}
+
+thread_local int g_device = 0;
+
+struct StreamObj {
+  int device;
+};
+struct EventObj {
+  std::chrono::steady_clock::time_point t{};
+  bool recorded = false;
+  bool timing = true;
+};
+
+void* host_alloc(std::size_t bytes) {
+  // 256-byte aligned like cudaMalloc; contents start as garbage on a GPU, so fill with a NaN pattern to find
+  // reads of memory nobody wrote.
+  void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  if (p) std::memset(p, 0xff, bytes);
+  return p;
+}
+
+}  // namespace
+}  // namespace cuda_emu
+
+using namespace cuda_emu;
+
+extern "C" {
+
+cudaError_t CUDARTAPI cudaGetLastError(void) {
+  const cudaError_t e = g_last_error;
+  g_last_error = cudaSuccess;
+  return e;
+}
+cudaError_t CUDARTAPI cudaPeekAtLastError(void) { return g_last_error; }
+const char* CUDARTAPI cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorNotReady: return "device not ready";
+    default: return "emulated CUDA error";
+  }
+}
+const char* CUDARTAPI cudaGetErrorName(cudaError_t e) { return cudaGetErrorString(e); }
+
+cudaError_t CUDARTAPI cudaGetDeviceCount(int* count) {
+  *count = device_count();
+  return device_count() > 0 ? cudaSuccess : fail(cudaErrorNoDevice);
+}
+cudaError_t CUDARTAPI cudaSetDevice(int device) {
+  if (device < 0 || device >= device_count()) return fail(cudaErrorInvalidDevice);
+  g_device = device;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaGetDevice(int* device) {
+  *device = g_device;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
+  if (device < 0 || device >= device_count()) return fail(cudaErrorInvalidDevice);
+  *p = cudaDeviceProp{};
+  std::snprintf(p->name, sizeof p->name, "orthoshard CUDA emulator (CPU)");
+  for (int i = 0; i < 16; ++i) p->uuid.bytes[i] = static_cast<char>(0xe0 + i + 16 * device);
+  p->totalGlobalMem = device_memory_bytes();
+  p->major = 9;
+  p->minor = 0;
+  p->multiProcessorCount = 4;
+  p->warpSize = 32;
+  p->maxThreadsPerBlock = 1024;
+  p->sharedMemPerBlock = 48 << 10;
+  p->pciBusID = 1 + device;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (device < 0 || device >= device_count()) return fail(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+    case cudaDevAttrMultiProcessorCount: *value = 4; break;
+    case cudaDevAttrWarpSize: *value = 32; break;
+    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
+    default: *value = 0;
+  }
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaDeviceGetStreamPriorityRange(int* least, int* greatest) {
+  if (least) *least = 0;
+  if (greatest) *greatest = -5;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaRuntimeGetVersion(int* v) {
+  *v = CUDART_VERSION;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaDriverGetVersion(int* v) {
+  *v = CUDART_VERSION;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t CUDARTAPI cudaMemGetInfo(size_t* free_bytes, size_t* total) {
+  std::lock_guard<std::mutex> lock(g_mem_mu);
+  *total = device_memory_bytes();
+  *free_bytes = *total > g_device_bytes ? *total - g_device_bytes : 0;
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaMalloc(void** p, size_t bytes) {
+  *p = nullptr;
+  if (bytes == 0) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(g_mem_mu);
+  if (g_device_bytes + bytes > device_memory_bytes()) return fail(cudaErrorMemoryAllocation);
+  void* q = host_alloc(bytes);
+  if (!q) return fail(cudaErrorMemoryAllocation);
+  allocations()[static_cast<const char*>(q)] = Allocation{bytes, cudaMemoryTypeDevice};
+  g_device_bytes += bytes;
+  *p = q;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaMallocHost(void** p, size_t bytes) {
+  void* q = host_alloc(bytes ? bytes : 1);
+  if (!q) return fail(cudaErrorMemoryAllocation);
+  std::lock_guard<std::mutex> lock(g_mem_mu);
+  allocations()[static_cast<const char*>(q)] = Allocation{bytes, cudaMemoryTypeHost};
+  *p = q;
+  return cudaSuccess;
+}
+static cudaError_t free_kind(void* p, cudaMemoryType kind) {
+  if (!p) return cudaSuccess;
+  std::lock_guard<std::mutex> lock(g_mem_mu);
+  auto it = allocations().find(static_cast<const char*>(p));
+  if (it == allocations().end() || it->second.type != kind) return fail(cudaErrorInvalidValue);
+  if (kind == cudaMemoryTypeDevice) g_device_bytes -= it->second.bytes;
+  allocations().erase(it);
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaFree(void* p) { return free_kind(p, cudaMemoryTypeDevice); }
+cudaError_t CUDARTAPI cudaFreeHost(void* p) { return free_kind(p, cudaMemoryTypeHost); }
+
+cudaError_t CUDARTAPI cudaPointerGetAttributes(cudaPointerAttributes* a, const void* ptr) {
+  *a = cudaPointerAttributes{};
+  a->type = cudaMemoryTypeUnregistered;
+  std::lock_guard<std::mutex> lock(g_mem_mu);
+  auto& m = allocations();
+  auto it = m.upper_bound(static_cast<const char*>(ptr));
+  if (it != m.begin()) {
+    --it;
+    if (static_cast<const char*>(ptr) < it->first + std::max<std::size_t>(it->second.bytes, 1)) {
+      a->type = it->second.type;
+      a->device = 0;
+      a->devicePointer = const_cast<void*>(ptr);
+      a->hostPointer = it->second.type == cudaMemoryTypeHost ? const_cast<void*>(ptr) : nullptr;
+    }
+  }
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  if (bytes) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+cudaError_t CUDARTAPI cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
+                                        size_t height, cudaMemcpyKind, cudaStream_t) {
+  if (width > dpitch || width > spitch) return fail(cudaErrorInvalidValue);
+  for (size_t r = 0; r < height; ++r)
+    std::memmove(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaMemset(void* p, int value, size_t bytes) {
+  if (bytes) std::memset(p, value, bytes);
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) { return cudaMemset(p, value, bytes); }
+cudaError_t CUDARTAPI cudaMemset2DAsync(void* p, size_t pitch, int value, size_t width, size_t height, cudaStream_t) {
+  if (width > pitch) return fail(cudaErrorInvalidValue);
+  for (size_t r = 0; r < height; ++r) std::memset(static_cast<char*>(p) + r * pitch, value, width);
+  return cudaSuccess;
+}
+
+cudaError_t CUDARTAPI cudaStreamCreate(cudaStream_t* s) {
+  *s = reinterpret_cast<cudaStream_t>(new StreamObj{g_device});
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) { return cudaStreamCreate(s); }
+cudaError_t CUDARTAPI cudaStreamCreateWithPriority(cudaStream_t* s, unsigned int, int) { return cudaStreamCreate(s); }
+cudaError_t CUDARTAPI cudaStreamDestroy(cudaStream_t s) {
+  delete reinterpret_cast<StreamObj*>(s);
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t CUDARTAPI cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+cudaError_t CUDARTAPI cudaStreamWaitEvent(cudaStream_t, cudaEvent_t e, unsigned int) {
+  return e ? cudaSuccess : fail(cudaErrorInvalidValue);
+}
+
+cudaError_t CUDARTAPI cudaEventCreate(cudaEvent_t* e) {
+  *e = reinterpret_cast<cudaEvent_t>(new EventObj{});
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
+  auto* o = new EventObj{};
+  o->timing = (flags & cudaEventDisableTiming) == 0;
+  *e = reinterpret_cast<cudaEvent_t>(o);
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaEventDestroy(cudaEvent_t e) {
+  delete reinterpret_cast<EventObj*>(e);
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  if (!e) return fail(cudaErrorInvalidValue);
+  auto* o = reinterpret_cast<EventObj*>(e);
+  o->t = std::chrono::steady_clock::now();
+  o->recorded = true;
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t e) { return e ? cudaSuccess : fail(cudaErrorInvalidValue); }
+cudaError_t CUDARTAPI cudaEventQuery(cudaEvent_t e) { return e ? cudaSuccess : fail(cudaErrorInvalidValue); }
+cudaError_t CUDARTAPI cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  auto* a = reinterpret_cast<EventObj*>(start);
+  auto* b = reinterpret_cast<EventObj*>(end);
+  if (!a || !b || !a->timing || !b->timing) return fail(cudaErrorInvalidResourceHandle);
+  if (!a->recorded || !b->recorded) return fail(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(b->t - a->t).count();
+  return cudaSuccess;
+}
+
+}  // extern "C"
