@@ -142,7 +142,8 @@ cublasStatus_t CUBLASWINAPI cublasGemmStridedBatchedEx(cublasHandle_t, cublasOpe
                                                        long long strideC, int batch, cublasComputeType_t compute,
                                                        cublasGemmAlgo_t) {
   const bool ta = transa != CUBLAS_OP_N, tb = transb != CUBLAS_OP_N;
-  if (compute != CUBLAS_COMPUTE_32F || !supported(Atype) || !supported(Btype) || !supported(Ctype)) {
+  // cuBLAS's fp32-compute combinations among these types: A and B alike, C like them or fp32.
+  if (compute != CUBLAS_COMPUTE_32F || !supported(Atype) || Btype != Atype || (Ctype != Atype && Ctype != CUDA_R_32F)) {
     unsupported("cublasGemmEx compute/data type", static_cast<int>(compute));
     return CUBLAS_STATUS_NOT_SUPPORTED;
   }
@@ -175,6 +176,10 @@ cublasStatus_t CUBLASWINAPI cublasSsyrk_v2(cublasHandle_t, cublasFillMode_t uplo
   const bool t = trans != CUBLAS_OP_N;
   if (n < 0 || k < 0 || lda < std::max(1, t ? k : n) || ldc < std::max(1, n)) return CUBLAS_STATUS_INVALID_VALUE;
   if (n == 0) return CUBLAS_STATUS_SUCCESS;
+  if (*beta == 0.f)  // C is not read (it may hold NaN): its triangle is written, not scaled
+    for (int j = 0; j < n; ++j)
+      for (int i = uplo == CUBLAS_FILL_MODE_UPPER ? 0 : j; i <= (uplo == CUBLAS_FILL_MODE_UPPER ? j : n - 1); ++i)
+        C[i + std::int64_t(j) * ldc] = 0.f;
   cblas_ssyrk(CblasColMajor, uplo == CUBLAS_FILL_MODE_UPPER ? CblasUpper : CblasLower, t ? CblasTrans : CblasNoTrans,
               n, k, *alpha, A, lda, *beta, C, ldc);
   return CUBLAS_STATUS_SUCCESS;
@@ -256,17 +261,28 @@ bool lt_epilogue_known(cublasLtEpilogue_t e) {
   return e == CUBLASLT_EPILOGUE_DEFAULT || e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX ||
          e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DGELU;
 }
+// What the emulation covers, and cuBLASLt's documented limits it keeps: one data type for A, B, C and D (as
+// the project calls it), fp32 compute and scale, and a GELU aux leading dimension divisible by 8.
+bool lt_supported(const LtDesc& o, const LtLayout& a, const LtLayout& b, const LtLayout& c, const LtLayout& d) {
+  if (o.compute != CUBLAS_COMPUTE_32F || o.scale != CUDA_R_32F || !lt_epilogue_known(o.epilogue)) return false;
+  if (!supported(d.type) || a.type != d.type || b.type != d.type || c.type != d.type) return false;
+  const bool aux = o.epilogue == CUBLASLT_EPILOGUE_GELU_AUX || o.epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS ||
+                   o.epilogue == CUBLASLT_EPILOGUE_DGELU;
+  return !aux || o.aux_ld % 8 == 0;
+}
 }  // namespace
 
 cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t d,
-                                                           cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
-                                                           cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
+                                                           cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                                           cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t dd,
                                                            cublasLtMatmulPreference_t, int requested,
                                                            cublasLtMatmulHeuristicResult_t results[], int* returned) {
   const auto* o = reinterpret_cast<const LtDesc*>(d);
   *returned = 0;
   if (requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
-  if (!lt_epilogue_known(o->epilogue)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (!lt_supported(*o, *reinterpret_cast<const LtLayout*>(a), *reinterpret_cast<const LtLayout*>(b),
+                    *reinterpret_cast<const LtLayout*>(c), *reinterpret_cast<const LtLayout*>(dd)))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
   results[0] = cublasLtMatmulHeuristicResult_t{};
   results[0].state = CUBLAS_STATUS_SUCCESS;
   results[0].wavesCount = 1.f;
@@ -284,8 +300,7 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_
   const auto& lb = *reinterpret_cast<const LtLayout*>(Bdesc);
   const auto& lc = *reinterpret_cast<const LtLayout*>(Cdesc);
   const auto& ld = *reinterpret_cast<const LtLayout*>(Ddesc);
-  if (o.compute != CUBLAS_COMPUTE_32F || o.scale != CUDA_R_32F || !lt_epilogue_known(o.epilogue))
-    return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (!lt_supported(o, la, lb, lc, ld)) return CUBLAS_STATUS_NOT_SUPPORTED;
   const bool ta = o.ta != CUBLAS_OP_N, tb = o.tb != CUBLAS_OP_N;
   const std::int64_t m = static_cast<std::int64_t>(ld.rows), n = static_cast<std::int64_t>(ld.cols);
   const std::int64_t k = static_cast<std::int64_t>(ta ? la.rows : la.cols);
@@ -365,7 +380,7 @@ cusolverStatus_t CUSOLVERAPI cusolverDnXgesvdjGetResidual(cusolverDnHandle_t, ge
 cusolverStatus_t CUSOLVERAPI cusolverDnSgesvdj_bufferSize(cusolverDnHandle_t, cusolverEigMode_t, int, int m, int n,
                                                           const float*, int, const float*, const float*, int,
                                                           const float*, int, int* lwork, gesvdjInfo_t) {
-  *lwork = std::max(1, m * n);
+  *lwork = static_cast<int>(std::min<std::int64_t>(INT32_MAX, std::max<std::int64_t>(1, std::int64_t(m) * n)));
   return CUSOLVER_STATUS_SUCCESS;
 }
 cusolverStatus_t CUSOLVERAPI cusolverDnSgesvdj(cusolverDnHandle_t, cusolverEigMode_t jobz, int econ, int m, int n,
@@ -373,7 +388,7 @@ cusolverStatus_t CUSOLVERAPI cusolverDnSgesvdj(cusolverDnHandle_t, cusolverEigMo
                                                float* work, int lwork, int* info, gesvdjInfo_t params) {
   const int k = std::min(m, n);
   if (m < 0 || n < 0 || lda < std::max(1, m) || econ != 1 || jobz != CUSOLVER_EIG_MODE_VECTOR || ldu < std::max(1, m) ||
-      ldv < std::max(1, n) || !work || lwork < std::max(1, m * n))
+      ldv < std::max(1, n) || !work || lwork < std::min<std::int64_t>(INT32_MAX, std::max<std::int64_t>(1, std::int64_t(m) * n)))
     return CUSOLVER_STATUS_INVALID_VALUE;
   params->sweeps = 0;
   params->residual = 0;
@@ -391,6 +406,18 @@ cusolverStatus_t CUSOLVERAPI cusolverDnSgesvdj(cusolverDnHandle_t, cusolverEigMo
       A[i + std::int64_t(j) * lda] = NAN;  // "on exit, the contents of A are destroyed"
     }
   for (int j = 0; j < k; ++j) q[static_cast<std::size_t>(j + j * k)] = 1.0;
+  for (double v : a0)
+    if (!std::isfinite(v)) {  // the sweeps cannot converge: every sweep, then "not converged", NaN factors
+      params->sweeps = params->max_sweeps;
+      params->residual = NAN;
+      for (int i = 0; i < k; ++i) S[i] = NAN;
+      for (int j = 0; j < k; ++j) {
+        for (int i = 0; i < m; ++i) U[i + std::int64_t(j) * ldu] = NAN;
+        for (int i = 0; i < n; ++i) V[i + std::int64_t(j) * ldv] = NAN;
+      }
+      *info = k + 1;
+      return CUSOLVER_STATUS_SUCCESS;
+    }
   const double tol = params->tolerance > 0 ? params->tolerance : 1.1920929e-07;  // default: float's epsilon
   auto col = [&](std::vector<double>& x, int ld, int j) { return x.data() + static_cast<std::size_t>(j) * ld; };
   bool converged = false;

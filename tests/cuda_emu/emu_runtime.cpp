@@ -6,6 +6,18 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_ADDRESS__)  // AddressSanitizer is told about every stack switch (else it misreads them)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define EMU_ASAN_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#define EMU_ASAN_START(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
+#define EMU_ASAN_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber(save, bottom, size)
+#else
+#define EMU_ASAN_UNPOISON(p, n) ((void)(p), (void)(n))
+#define EMU_ASAN_START(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#define EMU_ASAN_FINISH(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
+#endif
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -76,14 +88,17 @@ cuda_emu_switch:
 // A new fiber's stack as cuda_emu_switch leaves a suspended one: control words, six registers, and `entry` as
 // the return address (entered with the stack aligned as after a call).
 void* fresh_stack(char* region, std::size_t size, void (*entry)()) {
+  EMU_ASAN_UNPOISON(region, size);  // a previous fiber's frames may have left poisoned redzones
   auto top = reinterpret_cast<std::uintptr_t>(region + size) & ~std::uintptr_t(15);
   auto* sp = reinterpret_cast<std::uint64_t*>(top);
   *--sp = 0;  // entry's (never used) return address
   *--sp = reinterpret_cast<std::uint64_t>(entry);
   for (int i = 0; i < 6; ++i) *--sp = 0;
   --sp;
-  const std::uint32_t mxcsr = 0x1F80;  // defaults: all exceptions masked, round to nearest
-  const std::uint16_t fpucw = 0x037F;
+  std::uint32_t mxcsr = 0;  // the caller's modes, so fibers and plain calls (direct mode) compute alike
+  std::uint16_t fpucw = 0;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(fpucw));
   std::memcpy(reinterpret_cast<char*>(sp), &mxcsr, 4);
   std::memcpy(reinterpret_cast<char*>(sp) + 4, &fpucw, 2);
   return sp;
@@ -115,6 +130,7 @@ enum class Wait { None, Block, Warp };
 
 struct Fiber {
   void* sp = nullptr;
+  void* asan_fake_stack = nullptr;
   std::unique_ptr<Stack> stack;
   ThreadCoords coords{};
   bool done = false;
@@ -136,16 +152,21 @@ struct BlockRun {
   std::uint64_t gen = 0;
   std::vector<WarpState> warps;
   void* scheduler_sp = nullptr;
+  void* scheduler_fake_stack = nullptr;              // AddressSanitizer's bookkeeping of the two stacks
+  const void* scheduler_bottom = nullptr;
+  std::size_t scheduler_size = 0;
   int current = -1;
   bool direct = false;             // threads called one after another, no fibers (see run_grid)
+  bool reverse = false;            // CUDA_EMU_ORDER=reverse: blocks and threads from the last to the first
   std::uint64_t barrier_calls = 0;  // __syncthreads and shuffles in the launch so far
 };
 
 thread_local BlockRun* g_run = nullptr;
 thread_local std::unique_ptr<BlockRun> g_pool;  // fibers and stacks reused across launches
 
-// CUDA_EMU_ORDER=reverse runs the threads of a block (between barriers) from the last to the first: a read of
-// shared or global memory that lacks its barrier then sees stale data instead of happening to work.
+// CUDA_EMU_ORDER=reverse runs the blocks of a grid, and the threads of a block between barriers, from the last
+// to the first: a read that lacks its barrier (or depends on another block) then sees stale data instead of
+// happening to work.
 bool reverse_order() {
   const char* v = std::getenv("CUDA_EMU_ORDER");
   return v && std::string(v) == "reverse";
@@ -153,11 +174,15 @@ bool reverse_order() {
 
 void yield_to_scheduler() {
   BlockRun& r = *g_run;
-  cuda_emu_switch(&r.fibers[static_cast<std::size_t>(r.current)].sp, r.scheduler_sp);
+  Fiber& f = r.fibers[static_cast<std::size_t>(r.current)];
+  EMU_ASAN_START(&f.asan_fake_stack, r.scheduler_bottom, r.scheduler_size);
+  cuda_emu_switch(&f.sp, r.scheduler_sp);
+  EMU_ASAN_FINISH(f.asan_fake_stack, nullptr, nullptr);
 }
 
 [[noreturn]] void fiber_entry() {
   BlockRun& r = *g_run;
+  EMU_ASAN_FINISH(nullptr, &r.scheduler_bottom, &r.scheduler_size);
   const int me = r.current;
   (*r.body)();
   Fiber& f = r.fibers[static_cast<std::size_t>(me)];
@@ -169,7 +194,8 @@ void yield_to_scheduler() {
     r.arrived = 0;
   }
   void* dead_sp = nullptr;
-  cuda_emu_switch(&dead_sp, r.scheduler_sp);  // never resumed
+  EMU_ASAN_START(nullptr, r.scheduler_bottom, r.scheduler_size);  // this fiber's frames are gone
+  cuda_emu_switch(&dead_sp, r.scheduler_sp);                      // never resumed
   __builtin_unreachable();
 }
 
@@ -203,7 +229,7 @@ void run_block(BlockRun& r) {
     f.sp = fresh_stack(region, size, fiber_entry);
   }
   int remaining = n;
-  const bool rev = reverse_order();
+  const bool rev = r.reverse;
   while (remaining > 0) {
     bool progress = false;
     for (int k = 0; k < n; ++k) {
@@ -214,7 +240,11 @@ void run_block(BlockRun& r) {
       if (f.wait == Wait::Warp && r.warps[static_cast<std::size_t>(t / 32)].gen == f.wait_gen) continue;
       f.wait = Wait::None;
       r.current = t;
+      std::size_t stack_size = 0;
+      const char* stack_bottom = f.stack->top_region(&stack_size);
+      EMU_ASAN_START(&r.scheduler_fake_stack, stack_bottom, stack_size);
       cuda_emu_switch(&r.scheduler_sp, f.sp);
+      EMU_ASAN_FINISH(r.scheduler_fake_stack, nullptr, nullptr);
       progress = true;
       if (f.done) --remaining;
     }
@@ -234,7 +264,7 @@ void run_block(BlockRun& r) {
 }
 
 [[noreturn]] void barrier_in_direct_mode(const char* what) {
-  die(std::string(what) + " in " + describe_block() + ", although block (0,0,0) of the same launch used none: the "
+  die(std::string(what) + " in " + describe_block() + ", although the launch's first block used none: the "
       "emulator ran the later blocks without fibers and cannot suspend this thread");
 }
 
@@ -307,33 +337,36 @@ cudaError_t run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream
   r.body = &body;
   r.direct = false;
   r.barrier_calls = 0;
+  r.reverse = reverse_order();
   g_run = &r;
-  const bool rev = reverse_order();
-  // Block (0,0,0) runs as fibers. When none of its threads reached a barrier, the kernel has none (kernels call
+  const bool rev = r.reverse;
+  // The first block runs as fibers. When none of its threads reached a barrier, the kernel has none (kernels call
   // them unconditionally), and the other blocks run as plain calls, thread after thread: the fibers' switches
   // cost far more than elementwise work. A later block that does reach a barrier stops the process.
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        for (int t = 0; t < n; ++t) {
-          ThreadCoords& c = r.fibers[static_cast<std::size_t>(t)].coords;
-          c.thread_idx = uint3{static_cast<unsigned>(t) % block.x, static_cast<unsigned>(t) / block.x % block.y,
-                               static_cast<unsigned>(t) / (block.x * block.y)};
-          c.block_idx = uint3{bx, by, bz};
-          c.block_dim = block;
-          c.grid_dim = grid;
-        }
-        if (r.direct) {
-          for (int k = 0; k < n; ++k) {
-            r.current = rev ? n - 1 - k : k;
-            body();
-          }
-          r.current = -1;
-        } else {
-          run_block(r);
-          r.direct = r.barrier_calls == 0;
-        }
+  const std::uint64_t blocks = std::uint64_t(grid.x) * grid.y * grid.z;
+  for (std::uint64_t i = 0; i < blocks; ++i) {
+    const std::uint64_t b = rev ? blocks - 1 - i : i;
+    const uint3 bi{static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+                   static_cast<unsigned>(b / (std::uint64_t(grid.x) * grid.y))};
+    for (int t = 0; t < n; ++t) {
+      ThreadCoords& c = r.fibers[static_cast<std::size_t>(t)].coords;
+      c.thread_idx = uint3{static_cast<unsigned>(t) % block.x, static_cast<unsigned>(t) / block.x % block.y,
+                           static_cast<unsigned>(t) / (block.x * block.y)};
+      c.block_idx = bi;
+      c.block_dim = block;
+      c.grid_dim = grid;
+    }
+    if (r.direct) {
+      for (int k = 0; k < n; ++k) {
+        r.current = rev ? n - 1 - k : k;
+        body();
       }
+      r.current = -1;
+    } else {
+      run_block(r);
+      r.direct = r.barrier_calls == 0;
+    }
+  }
   g_run = nullptr;
   return cudaSuccess;
 }
@@ -384,9 +417,54 @@ struct EventObj {
 void* host_alloc(std::size_t bytes) {
   // 256-byte aligned like cudaMalloc; contents start as garbage on a GPU, so fill with a NaN pattern to find
   // reads of memory nobody wrote.
-  void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-  if (p) std::memset(p, 0xff, bytes);
+  void* p = nullptr;
+  if (posix_memalign(&p, 256, bytes) != 0) return nullptr;  // exactly `bytes`: a sanitizer sees any overrun
+  std::memset(p, 0xff, bytes);
   return p;
+}
+
+// Whether [p, p + bytes) lies inside one allocation of type `type` (device or pinned host).
+bool inside(const void* p, std::size_t bytes, cudaMemoryType type) {
+  std::lock_guard<std::mutex> lock(g_mem_mu);
+  auto& m = allocations();
+  auto it = m.upper_bound(static_cast<const char*>(p));
+  if (it == m.begin()) return false;
+  --it;
+  const char* c = static_cast<const char*>(p);
+  return it->second.type == type && c >= it->first && c + bytes <= it->first + it->second.bytes;
+}
+bool touches_device(const void* p) {
+  std::lock_guard<std::mutex> lock(g_mem_mu);
+  auto& m = allocations();
+  auto it = m.upper_bound(static_cast<const char*>(p));
+  if (it == m.begin()) return false;
+  --it;
+  return it->second.type == cudaMemoryTypeDevice && static_cast<const char*>(p) < it->first + it->second.bytes;
+}
+
+// A copy's device side must lie inside one cudaMalloc allocation and its host side outside them (a GPU fails
+// such copies, or corrupts memory): the emulator reports the call instead of copying.
+cudaError_t check_side(const char* call, const char* side, const void* p, std::size_t bytes, bool device) {
+  if (bytes == 0) return cudaSuccess;
+  const bool ok = device ? inside(p, bytes, cudaMemoryTypeDevice) : !touches_device(p);
+  if (ok) return cudaSuccess;
+  std::fprintf(stderr, "cuda-emu: %s: the %s (%p, %zu bytes) is %s\n", call, side, p, bytes,
+               device ? "not inside one device allocation" : "device memory, but the copy's kind says host");
+  return fail(cudaErrorInvalidValue);
+}
+cudaError_t check_copy(const char* call, void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
+  bool dst_dev = false, src_dev = false;
+  switch (kind) {
+    case cudaMemcpyHostToHost: break;
+    case cudaMemcpyHostToDevice: dst_dev = true; break;
+    case cudaMemcpyDeviceToHost: src_dev = true; break;
+    case cudaMemcpyDeviceToDevice: dst_dev = src_dev = true; break;
+    default:  // cudaMemcpyDefault: the pointers say which; a device side must still fit its allocation
+      dst_dev = touches_device(dst);
+      src_dev = touches_device(src);
+  }
+  if (const cudaError_t e = check_side(call, "destination", dst, bytes, dst_dev)) return e;
+  return check_side(call, "source", src, bytes, src_dev);
 }
 
 }  // namespace
@@ -414,7 +492,18 @@ const char* CUDARTAPI cudaGetErrorString(cudaError_t e) {
     default: return "emulated CUDA error";
   }
 }
-const char* CUDARTAPI cudaGetErrorName(cudaError_t e) { return cudaGetErrorString(e); }
+const char* CUDARTAPI cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
+    default: return "cudaErrorUnknown";
+  }
+}
 
 cudaError_t CUDARTAPI cudaGetDeviceCount(int* count) {
   *count = device_count();
@@ -528,7 +617,8 @@ cudaError_t CUDARTAPI cudaPointerGetAttributes(cudaPointerAttributes* a, const v
   return cudaSuccess;
 }
 
-cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (const cudaError_t e = check_copy("cudaMemcpy", dst, src, bytes, kind)) return e;
   if (bytes) std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
@@ -536,19 +626,31 @@ cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t bytes, 
   return cudaMemcpy(dst, src, bytes, kind);
 }
 cudaError_t CUDARTAPI cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
-                                        size_t height, cudaMemcpyKind, cudaStream_t) {
+                                        size_t height, cudaMemcpyKind kind, cudaStream_t) {
   if (width > dpitch || width > spitch) return fail(cudaErrorInvalidValue);
+  if (height == 0 || width == 0) return cudaSuccess;
+  // the first and the last row (the rows between lie within their span)
+  if (const cudaError_t e = check_copy("cudaMemcpy2D", dst, src, width, kind)) return e;
+  if (const cudaError_t e = check_copy("cudaMemcpy2D", static_cast<char*>(dst) + (height - 1) * dpitch,
+                                       static_cast<const char*>(src) + (height - 1) * spitch, width, kind))
+    return e;
   for (size_t r = 0; r < height; ++r)
     std::memmove(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaMemset(void* p, int value, size_t bytes) {
+  if (const cudaError_t e = check_side("cudaMemset", "destination", p, bytes, true)) return e;
   if (bytes) std::memset(p, value, bytes);
   return cudaSuccess;
 }
 cudaError_t CUDARTAPI cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) { return cudaMemset(p, value, bytes); }
 cudaError_t CUDARTAPI cudaMemset2DAsync(void* p, size_t pitch, int value, size_t width, size_t height, cudaStream_t) {
   if (width > pitch) return fail(cudaErrorInvalidValue);
+  if (height == 0 || width == 0) return cudaSuccess;
+  if (const cudaError_t e = check_side("cudaMemset2D", "destination", p, width, true)) return e;
+  if (const cudaError_t e = check_side("cudaMemset2D", "destination", static_cast<char*>(p) + (height - 1) * pitch,
+                                       width, true))
+    return e;
   for (size_t r = 0; r < height; ++r) std::memset(static_cast<char*>(p) + r * pitch, value, width);
   return cudaSuccess;
 }
