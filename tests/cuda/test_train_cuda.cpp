@@ -1,7 +1,8 @@
 // `orthoshard train` with runtime.backend = cuda at 1-4 ranks against the CPU trainer and the shared GPT-2
 // reference: f32 on the GPU reproduces the CPU run for every optimizer, bf16 stays close, the reference's AdamW
-// losses come out, and a GPU run resumed from its checkpoint (on the GPU, or on the CPU) continues the same
-// run. With one GPU for several ranks the tests use runtime.comm = mpi (NCCL needs a GPU per rank). Every test
+// losses come out, a GPU run resumed from its checkpoint (on the GPU, or on the CPU) continues the same run,
+// gradient accumulation, hybrid sharding, overlap/reshard settings and the NaN policy behave as on the CPU. With
+// one GPU for several ranks the tests use runtime.comm = mpi (NCCL needs a GPU per rank). Every test
 // skips where a rank sees no GPU.
 #include "tests/mpi_test.hpp"
 #include "tests/test_util.hpp"
@@ -147,4 +148,46 @@ TEST_F(CudaTrainTest, ResumedRunContinuesOnTheGpuAndOnTheCpu) {
   }
   comm().barrier();
   if (comm().rank() == 0) std::filesystem::remove_all(dir);
+}
+
+// The trainer's properties of tests/test_train.cpp, on the GPU path (f32, so they hold to rounding).
+TEST_F(CudaTrainTest, GradAccumulationEqualsTheLargerBatch) {
+  const auto g = gpu("f32");
+  const TrainResult k2 =
+      train(comm(), tiny("normuon", plus(g, {"--train.grad_accum=2", "--train.batch_size=1"})), {true, true});
+  const TrainResult b2 = train(comm(), tiny("normuon", plus(g, {"--train.batch_size=2"})), {true, true});
+  // Over W ranks the K = 2 micro-batches of one sequence see the tokens in another rank order than one batch of
+  // two; the CPU trainer with the same settings is the reference then.
+  const TrainResult cpu = train(comm(), tiny("normuon", {"--train.grad_accum=2", "--train.batch_size=1"}), {true, true});
+  EXPECT_LT(max_rel(k2.losses, cpu.losses), 1e-4);
+  if (comm().size() == 1) EXPECT_LT(max_rel(k2.losses, b2.losses), 1e-5);
+}
+
+TEST_F(CudaTrainTest, HybridShardingEqualsFullSharding) {
+  if (comm().size() % 2 != 0) GTEST_SKIP() << "hybrid:2 needs an even rank count, not " << comm().size();
+  const auto g = gpu("f32");
+  const TrainResult full = train(comm(), tiny("muon", g), {true, true});
+  const TrainResult hybrid = train(comm(), tiny("muon", plus(g, {"--runtime.sharding=hybrid:2"})), {true, true});
+  EXPECT_LT(max_rel(hybrid.losses, full.losses), 1e-5);
+}
+
+TEST_F(CudaTrainTest, NoOverlapAndNoReshardGiveTheSameLosses) {
+  const auto g = gpu("bf16");
+  const TrainResult a = train(comm(), tiny("normuon", plus(g, {"--runtime.overlap=on"})), {true, true});
+  const TrainResult b = train(
+      comm(), tiny("normuon", plus(g, {"--runtime.overlap=off", "--runtime.reshard_after_forward=false"})),
+      {true, true});
+  EXPECT_EQ(a.losses, b.losses);
+}
+
+TEST_F(CudaTrainTest, NanPolicyStopsOrSkips) {
+  const auto blow = plus(gpu("f32"), {"--optim.lr=1e38", "--train.steps=4"});  // weights go to Inf, the loss NaN
+  try {
+    train(comm(), tiny("adamw", blow), {true, true});
+    ADD_FAILURE() << "a NaN loss must stop the run";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not finite"), std::string::npos) << e.what();
+  }
+  const TrainResult r = train(comm(), tiny("adamw", plus(blow, {"--train.nan_policy=skip"})), {true, true});
+  EXPECT_EQ(r.losses.size(), 4u);
 }
