@@ -169,7 +169,10 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
     engine.gather(u);
     for (std::size_t k = 1; k <= static_cast<std::size_t>(depth) && u > k; ++k) engine.prefetch(u - k);
   };
-  auto reduce = [&](std::size_t u) {
+  // After unit u's backward: the step's last micro-batch starts its reduction; an earlier one moves its bf16
+  // gradient into the unit's fp32 sum (a no-op with f32 parameters, which accumulate in place).
+  auto unit_done = [&](std::size_t u, bool last) {
+    if (!last) return engine.accumulate_grads(u);
     engine.reduce_grads(u);
     if (!overlap) engine.finish_reductions();
   };
@@ -204,7 +207,7 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
       // Backward in reverse; the last micro-batch reduce-scatters each unit as soon as it is done.
       for (std::size_t k = 1; k <= static_cast<std::size_t>(depth) && head > k; ++k) engine.prefetch(head - k);
       model.head_backward(head_weights(fulls), head_weights(fgrads), 1.0 / tc.grad_accum);
-      if (last) reduce(head);
+      unit_done(head, last);
       if (reshard) {
         engine.release(head);
         engine.release(emb);  // the tied wte was the head's last use of the embedding unit
@@ -213,11 +216,11 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
         gather_bwd(u);
         model.block_backward(units[u].layer, block_weights(fulls, units[u].layer),
                              block_weights(fgrads, units[u].layer));
-        if (last) reduce(u);
+        unit_done(u, last);
         if (reshard) engine.release(u);
       }
       model.embedding_backward(embedding_weights(fgrads));
-      if (last) reduce(emb);
+      unit_done(emb, last);
     }
     engine.finish_reductions();
     for (std::size_t u = 0; u < U; ++u) engine.release(u);  // the optimizer changes the parameters

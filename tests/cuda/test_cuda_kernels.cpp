@@ -2,6 +2,7 @@
 // models/gpt2/ops/*.cpp): fp32 variants at tight tolerances, bf16 variants at bf16 resolution. Inputs are
 // rounded to T before the reference sees them, so only the kernels' own rounding is measured.
 #include "runtime/kernels/cuda/attention.hpp"
+#include "runtime/kernels/cuda/copy_kernels.hpp"
 #include "runtime/kernels/cuda/gemm.hpp"
 #include "runtime/kernels/cuda/gpt2_kernels.hpp"
 #include "runtime/kernels/cuda/optim_kernels.hpp"
@@ -238,6 +239,28 @@ template <typename T> void scale_inplace_case() {
   OS_EXPECT_MATCH(T, "scale_inplace n = 0", download(d_x), ref);
 }
 OS_TEST(CudaKernels, ScaleInplace) { OS_REQUIRE_GPU(); scale_inplace_case<float>(); scale_inplace_case<bf16>(); }
+
+// Micro-batch gradients (bf16) summed in fp32: 1 + 3 x 2^-9 keeps the small terms that a bf16 sum (spacing 2^-7
+// at 1) would round away; the source is cleared each time.
+OS_TEST(CudaKernels, AccumulateAndZero) {
+  OS_REQUIRE_GPU();
+  const std::int64_t n = 1000 * 3 + 17;
+  const auto g = rounded<bf16>(randn(n, 36));
+  auto d_acc = upload<float>(std::vector<double>(static_cast<std::size_t>(n), 1.0));
+  std::vector<double> ref(static_cast<std::size_t>(n), 1.0);
+  for (int round = 0; round < 3; ++round) {
+    std::vector<double> term(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) term[i] = round == 0 ? g[i] : std::ldexp(1.0, -9);
+    auto d_g = upload<bf16>(term);
+    accumulate_and_zero(d_acc.data(), d_g.data(), n, nullptr);
+    for (std::int64_t i = 0; i < n; ++i) ref[i] = static_cast<float>(ref[i] + term[i]);
+    OS_EXPECT(download(d_g) == std::vector<double>(static_cast<std::size_t>(n), 0.0), "the source is cleared");
+  }
+  const std::vector<double> got = download(d_acc);
+  double worst = 0;
+  for (std::int64_t i = 0; i < n; ++i) worst = std::max(worst, std::abs(got[i] - ref[i]));
+  OS_EXPECT(worst == 0, "fp32 sums of bf16 terms are exact here, worst difference " << worst);
+}
 
 OS_TEST(CudaKernels, CrossEntropyF32) { OS_REQUIRE_GPU(); cross_entropy_case<float>(); }
 OS_TEST(CudaKernels, CrossEntropyBF16) { OS_REQUIRE_GPU(); cross_entropy_case<bf16>(); }

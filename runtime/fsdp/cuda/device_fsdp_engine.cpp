@@ -31,6 +31,8 @@ struct DeviceFsdpEngine::Unit {
   Bytes gathered;                                       // param_dtype N·S, between start_gather and gather
   Bytes full;                                           // param_dtype full_numel, while gathered
   Bytes full_grad;                                      // param_dtype full_numel
+  cuda::DeviceBuffer<float> grad_sum;                   // fp32 full_numel: earlier micro-batches (bf16 only)
+  bool summed = false;                                  // grad_sum holds this step's earlier micro-batches
   Bytes rs_send, rs_recv;                               // reduce_dtype N·S; S (bf16 reductions only)
   cuda::DeviceBuffer<cuda::CopySpan> to_full, to_blocks;  // gathered -> full; full -> gathered layout
   int spans = 0;
@@ -294,7 +296,19 @@ void DeviceFsdpEngine::zero_grads() {
   for (auto& u : units_) {
     OS_CHECK(!u->reducing, "fsdp: zero_grads while unit {} is still reducing", u->spec.name);
     u->full_grad.zero(stream_);
+    u->summed = false;  // grad_sum is overwritten (not added to) by the next accumulate_grads
   }
+}
+
+void DeviceFsdpEngine::accumulate_grads(std::size_t ui) {
+  Unit& u = unit(ui);
+  if (opt_.param_dtype == DType::F32 || u.full_numel == 0) return;
+  OS_CHECK(!u.reducing, "fsdp: accumulate_grads of unit {} after its reduction started", u.spec.name);
+  if (u.grad_sum.empty()) u.grad_sum = cuda::DeviceBuffer<float>(static_cast<std::size_t>(u.full_numel));
+  if (!u.summed) u.grad_sum.zero(stream_);
+  cuda::accumulate_and_zero(u.grad_sum.data(), reinterpret_cast<cuda::bf16*>(u.full_grad.data()), u.full_numel,
+                            stream_);
+  u.summed = true;
 }
 
 Tensor DeviceFsdpEngine::full_grad(const std::string& param) const {
@@ -315,7 +329,12 @@ void DeviceFsdpEngine::reduce_grads(std::size_t ui) {
     u.rs_send.zero(stream_);  // the padding stays zero: only real rows are ever packed
     if (rd != DType::F32) u.rs_recv = Bytes(static_cast<std::size_t>(u.shard_numel) * re);
   }
-  spans(u.to_blocks, u.spans, u.max_span, u.full_grad.data(), opt_.param_dtype, u.rs_send.data(), rd, stream_);
+  if (u.summed) {  // earlier micro-batches in fp32: add this one and pack the fp32 sum
+    accumulate_grads(ui);
+    spans(u.to_blocks, u.spans, u.max_span, u.grad_sum.data(), DType::F32, u.rs_send.data(), rd, stream_);
+  } else {
+    spans(u.to_blocks, u.spans, u.max_span, u.full_grad.data(), opt_.param_dtype, u.rs_send.data(), rd, stream_);
+  }
   void* dst = rd == DType::F32 ? static_cast<void*>(u.grad.data()) : u.rs_recv.data();
   u.reduce_req = shard_.reduce_scatter_async(u.rs_send.data(), dst, static_cast<std::size_t>(u.shard_numel), rd,
                                              ReduceOp::Mean);
@@ -357,7 +376,7 @@ FsdpMemory DeviceFsdpEngine::memory() const {
   for (const auto& u : units_) {
     m.param_shards += u->master.bytes() + u->copy.bytes();
     m.grad_shards += u->grad.bytes();
-    m.grad_accumulation += u->full_grad.bytes();
+    m.grad_accumulation += u->full_grad.bytes() + u->grad_sum.bytes();
     m.comm_buffers += u->rs_send.bytes() + u->rs_recv.bytes();
   }
   m.gather_peak = gather_peak_;

@@ -6,8 +6,10 @@
 //
 // Precision: fp32 master shards always. The all-gather moves param_dtype (bf16: the optimizer writes a bf16
 // copy of each updated shard, see DeviceOptimizer's `copies`), and the model computes in param_dtype on the
-// gathered full parameters; gradients accumulate in param_dtype over micro-batches and are reduce-scattered in
-// reduce_dtype into fp32 gradient shards.
+// gathered full parameters. Each micro-batch's backward writes its gradients in param_dtype; with bf16 and
+// several micro-batches, accumulate_grads moves them into an fp32 sum after each but the last (as the CPU
+// engine, which accumulates in fp32), so only each micro-batch's gradient is rounded to bf16, not the running
+// sum. The sum is reduce-scattered in reduce_dtype into fp32 gradient shards.
 #pragma once
 
 #include "runtime/comm/device_communicator.hpp"
@@ -68,7 +70,10 @@ class DeviceFsdpEngine {
   // ---- gradients ----
   void zero_grads();                                  // before a step's first micro-batch
   Tensor full_grad(const std::string& param) const;   // param_dtype device view the model accumulates into
-  void reduce_grads(std::size_t u);  // pack unit u's gradient and start its reduce_scatter (mean)
+  // After a micro-batch's backward of unit u that is not the step's last: its param_dtype gradient is added to
+  // the unit's fp32 sum and cleared (bf16 only; with f32 the model accumulates in full_grad directly).
+  void accumulate_grads(std::size_t u);
+  void reduce_grads(std::size_t u);  // pack unit u's gradient (with the fp32 sum) and start its reduce_scatter (mean)
   void finish_reductions();          // the stream waits for every started reduction (+ replica all-reduce)
   // Global L2 norm of the gradient shards (one host sync); scales them to max_norm when max_norm > 0 and the
   // norm is larger. Returns the norm before clipping (NaN/Inf when a gradient is not finite).

@@ -30,7 +30,20 @@ template <typename S, typename D> __global__ void convert_kernel(const S* src, D
     dst[i] = cast<S, D>(src[i]);
 }
 
+__global__ void accumulate_and_zero_kernel(float* acc, __nv_bfloat16* src, std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x) {
+    acc[i] += to_f(src[i]);
+    src[i] = from_f<__nv_bfloat16>(0.f);
+  }
+}
+
 }  // namespace
+
+void accumulate_and_zero(float* acc, __nv_bfloat16* src, std::int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  accumulate_and_zero_kernel<<<blocks_for(n), kThreads, 0, stream>>>(acc, src, n);
+  OS_CUDA_CHECK_LAUNCH();
+}
 
 template <typename S, typename D>
 void copy_spans(const CopySpan* spans, int n, std::int64_t max_count, const S* src, D* dst, cudaStream_t stream) {

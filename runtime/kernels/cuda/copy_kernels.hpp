@@ -22,4 +22,7 @@ void copy_spans(const CopySpan* spans, int n, std::int64_t max_count, const S* s
 // dst[i] = src[i] converted, i < n.
 template <typename S, typename D> void convert(const S* src, D* dst, std::int64_t n, cudaStream_t stream);
 
+// acc[i] += src[i] in fp32, then src[i] = 0, i < n: moves a micro-batch's bf16 gradient into an fp32 sum.
+void accumulate_and_zero(float* acc, __nv_bfloat16* src, std::int64_t n, cudaStream_t stream);
+
 }  // namespace orthoshard::cuda
