@@ -66,8 +66,10 @@ struct Launch {
 #define __forceinline__ inline
 #undef __noinline__
 #define __noinline__
+// Shared memory: statics in one linker section, which the emulator fills with 0xff (NaN for floats) before every
+// block, so a read before any write sees garbage as on a GPU instead of the previous block's values.
 #undef __shared__
-#define __shared__ static thread_local
+#define __shared__ static __attribute__((section("cuda_emu_shared"), aligned(16)))
 #undef __launch_bounds__
 #define __launch_bounds__(...)
 #undef __restrict__

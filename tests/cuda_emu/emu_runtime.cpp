@@ -161,6 +161,16 @@ struct BlockRun {
   std::uint64_t barrier_calls = 0;  // __syncthreads and shuffles in the launch so far
 };
 
+// Every __shared__ variable of the program lies in this section (cuda_emu.hpp); the linker names its bounds.
+extern "C" char __start_cuda_emu_shared[] __attribute__((weak));
+extern "C" char __stop_cuda_emu_shared[] __attribute__((weak));
+void poison_shared_memory() {
+  char* const begin = __start_cuda_emu_shared;
+  char* const end = __stop_cuda_emu_shared;
+  if (begin && end > begin) std::memset(begin, 0xff, static_cast<std::size_t>(end - begin));
+}
+std::mutex g_launch_mu;  // one launch at a time in the process: the shared-memory section is global
+
 thread_local BlockRun* g_run = nullptr;
 thread_local std::unique_ptr<BlockRun> g_pool;  // fibers and stacks reused across launches
 
@@ -325,6 +335,7 @@ cudaError_t run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream
     return fail(cudaErrorInvalidValue);
   }
   if (g_run) die("kernel launched from inside a kernel");
+  std::lock_guard<std::mutex> launch_lock(g_launch_mu);
   if (!g_pool) g_pool = std::make_unique<BlockRun>();
   BlockRun& r = *g_pool;
   const int n = static_cast<int>(threads);
@@ -356,6 +367,7 @@ cudaError_t run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream
       c.block_dim = block;
       c.grid_dim = grid;
     }
+    poison_shared_memory();
     if (r.direct) {
       for (int k = 0; k < n; ++k) {
         r.current = rev ? n - 1 - k : k;

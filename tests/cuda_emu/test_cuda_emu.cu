@@ -1,6 +1,7 @@
 // The emulator itself (built only with ORTHOSHARD_CUDA=EMULATE): coordinates, barriers and shuffles give what
 // a GPU gives; launch errors are reported; a deadlocking barrier or an unsupported shuffle stops the process with
-// a message; CUDA_EMU_ORDER=reverse exposes a missing __syncthreads that the default order hides.
+// a message; shared memory starts as garbage in every block; CUDA_EMU_ORDER=reverse exposes a missing
+// __syncthreads that the default order hides.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -53,6 +54,13 @@ __global__ void missing_barrier(int* out, int v) {
   if (threadIdx.x == 0) value = v;
   if (threadIdx.x == 0) __syncthreads();  // deliberately only some threads: exited ones count as arrived
   else out[threadIdx.x] = value;
+}
+
+// Reads shared memory that no thread of the block wrote (a bug): each block first writes, the next only reads.
+__global__ void stale_shared(unsigned* out) {
+  __shared__ unsigned cell;
+  if (blockIdx.x == 0) cell = 7u;
+  else out[0] = cell;
 }
 
 std::vector<int> run_missing_barrier(int v) {
@@ -117,6 +125,16 @@ TEST(CudaEmuDeathTest, ShuffleInAPartialWarpStops) {
   ASSERT_EQ(cudaMalloc(&x, 48 * sizeof(int)), cudaSuccess);
   EXPECT_DEATH(shuffle_in_partial_warp<<<1, 48>>>(x), "warp of 16 threads");
   cudaFree(x);
+}
+
+TEST(CudaEmu, SharedMemoryStartsAsGarbageInEveryBlock) {
+  unsigned* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, sizeof(unsigned)), cudaSuccess);
+  stale_shared<<<2, 1>>>(d);
+  unsigned h = 0;
+  ASSERT_EQ(cudaMemcpy(&h, d, sizeof h, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(h, 0xffffffffu) << "block 1 must not see block 0's value";
+  cudaFree(d);
 }
 
 TEST(CudaEmu, ReverseOrderExposesAMissingBarrier) {
