@@ -13,6 +13,7 @@
 #include "runtime/kernels/cuda/optim_kernels.hpp"
 #include "runtime/kernels/cuda/svd.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -398,7 +399,9 @@ void DeviceOptimizer::orthogonalize() {
       impl_->ns.run_batched(group.data(), count, m, n, stream_);
       stats_.ortho_flops += static_cast<double>(count) * ns_flops(m, n, config_.ns_steps);
     }
-    ex[k]->start_return(std::vector<const float*>(full.begin(), full.end()));
+    std::vector<const float*> back(full.size());  // (not the iterator-range constructor: GCC 12 misreports it)
+    std::copy(full.begin(), full.end(), back.begin());
+    ex[k]->start_return(back);
   }
   for (std::size_t k = 0; k < batches.size(); ++k) {
     std::vector<float*> local;

@@ -409,8 +409,8 @@ std::size_t device_memory_bytes() {
 
 int device_count() {
   static const int n = [] {
-    const char* v = std::getenv("CUDA_EMU_DEVICES");
-    return v ? std::atoi(v) : 1;
+    const char* v = std::getenv("CUDA_EMU_DEVICES");  // default: a node of 8 GPUs, one per local rank
+    return v ? std::atoi(v) : 8;
   }();
   return n;
 }
