@@ -139,7 +139,7 @@ struct Fiber {
 };
 
 struct WarpState {
-  int lanes = 0, live = 0;
+  int lanes = 0;
   unsigned arrived = 0;  // bit per lane that reached the current shuffle
   std::uint64_t gen = 0;
   unsigned char slot[2][32][8]{};
@@ -198,7 +198,6 @@ void yield_to_scheduler() {
   Fiber& f = r.fibers[static_cast<std::size_t>(me)];
   f.done = true;
   --r.live;
-  --r.warps[static_cast<std::size_t>(me / 32)].live;
   if (r.arrived > 0 && r.arrived == r.live) {  // the exited thread no longer holds a __syncthreads back
     ++r.gen;
     r.arrived = 0;
@@ -226,7 +225,7 @@ void run_block(BlockRun& r) {
   r.gen = 0;
   for (int w = 0; w < (n + 31) / 32; ++w) {
     WarpState& ws = r.warps[static_cast<std::size_t>(w)];
-    ws.lanes = ws.live = std::min(32, n - 32 * w);
+    ws.lanes = std::min(32, n - 32 * w);
     ws.arrived = 0;
     ws.gen = 0;
   }
