@@ -142,7 +142,7 @@ struct WarpState {
   int lanes = 0;
   unsigned arrived = 0;  // bit per lane that reached the current shuffle
   std::uint64_t gen = 0;
-  unsigned char slot[2][32][8]{};
+  unsigned char slot[2][32][kWarpSlotBytes]{};
 };
 
 struct BlockRun {
@@ -299,19 +299,23 @@ void syncthreads() {
   yield_to_scheduler();
 }
 
-const void* warp_exchange(unsigned mask, const void* value, std::size_t bytes, int src_lane) {
-  if (!g_run || g_run->current < 0) die("warp shuffle outside a kernel");
+namespace {
+// Publishes this lane's `bytes` and waits until every lane of its (full) warp has; returns the slots of that
+// exchange (lane i's at + i * kWarpSlotBytes), which stay valid until this lane's next exchange.
+const unsigned char* warp_publish(unsigned mask, const void* value, std::size_t bytes, const char* what) {
+  if (!g_run || g_run->current < 0) die(std::string(what) + " outside a kernel");
   BlockRun& r = *g_run;
-  if (r.direct) barrier_in_direct_mode("a warp shuffle");
+  if (r.direct) barrier_in_direct_mode(what);
+  if (bytes > kWarpSlotBytes) die(std::string(what) + ": more bytes per lane than the emulator exchanges");
   ++r.barrier_calls;
   const int me = r.current, lane = me & 31;
   WarpState& w = r.warps[static_cast<std::size_t>(me / 32)];
   if (mask != 0xffffffffu || w.lanes != 32)
-    die("warp shuffle with mask " + std::to_string(mask) + " in a warp of " + std::to_string(w.lanes) + " threads (" +
-        describe_block() + "): only full masks over full warps are emulated (anything else is undefined on a GPU "
-        "unless every named lane exists and takes part)");
+    die(std::string(what) + " with mask " + std::to_string(mask) + " in a warp of " + std::to_string(w.lanes) +
+        " threads (" + describe_block() + "): only full masks over full warps are emulated (anything else is "
+        "undefined on a GPU unless every named lane exists and takes part)");
   const std::uint64_t gen = w.gen;
-  std::memcpy(w.slot[gen & 1][lane], value, bytes);
+  if (bytes > 0) std::memcpy(w.slot[gen & 1][lane], value, bytes);
   w.arrived |= 1u << lane;
   Fiber& f = r.fibers[static_cast<std::size_t>(me)];
   f.wait = Wait::Warp;
@@ -321,8 +325,19 @@ const void* warp_exchange(unsigned mask, const void* value, std::size_t bytes, i
     w.arrived = 0;
   }
   yield_to_scheduler();
-  return w.slot[gen & 1][src_lane];
+  return &w.slot[gen & 1][0][0];
 }
+}  // namespace
+
+const void* warp_exchange(unsigned mask, const void* value, std::size_t bytes, int src_lane) {
+  return warp_publish(mask, value, bytes, "a warp shuffle") + static_cast<std::size_t>(src_lane) * kWarpSlotBytes;
+}
+
+const unsigned char* warp_gather(const void* value, std::size_t bytes, const char* what) {
+  return warp_publish(0xffffffffu, value, bytes, what);
+}
+
+[[noreturn]] void kernel_error(const std::string& what) { die(what + " (" + describe_block() + ")"); }
 
 cudaError_t run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t, const std::function<void()>& body) {
   const std::uint64_t threads = std::uint64_t(block.x) * block.y * block.z;
