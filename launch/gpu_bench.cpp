@@ -10,7 +10,9 @@
 #include "models/gpt2/cuda/model_cuda.hpp"
 #include "models/random.hpp"
 #include "optim/orthogonalize/newton_schulz.hpp"
+#include "runtime/kernels/cuda/attention.hpp"
 #include "runtime/kernels/cuda/device.hpp"
+#include "runtime/kernels/cuda/flash_attention.hpp"
 #include "runtime/kernels/cuda/gpt2_kernels.hpp"
 #include "runtime/kernels/cuda/newton_schulz.hpp"
 #include "runtime/kernels/cuda/optim_kernels.hpp"
@@ -93,7 +95,7 @@ int run_gpu_bench(const GpuBenchOptions& o) {
   double gemm_bf16 = 0, gemm_f32 = 0;
 
   // ---- the device's GEMM rates: the reference for everything else ----
-  if (want("gemm") || want("ns") || want("model")) {
+  if (want("gemm") || want("ns") || want("attention") || want("model")) {
     const std::int64_t n = o.gemm_size;
     auto a = random_device<bf16d>(n * n, 1, 1.f, stream), b = random_device<bf16d>(n * n, 2, 1.f, stream);
     cuda::DeviceBuffer<bf16d> c(n * n);
@@ -197,6 +199,64 @@ int run_gpu_bench(const GpuBenchOptions& o) {
     out["ns_matrix_set"] = {{"layers", L}, {"channels", C}, {"rows", set_rows}, {"gemm_bf16_tflops", gemm_bf16 / 1e12}};
   }
 
+  // ---- causal attention alone, bf16: the fused kernels against batched GEMMs + softmax kernels ----
+  if (want("attention")) {
+    const std::int64_t C = o.channels, NH = std::max(1, o.channels / 64), B = o.batch, T = o.seq_len;
+    if (!cuda::flash_attention_supported(C, NH)) {
+      log::info("attention: head size {} has no fused kernels; skipped", C / NH);
+    } else {
+      auto qkv = random_device<bf16d>(static_cast<std::size_t>(B * T * 3 * C), 50, 1.f, stream);
+      auto dout = random_device<bf16d>(static_cast<std::size_t>(B * T * C), 51, 1.f, stream);
+      cuda::DeviceBuffer<bf16d> out_f(B * T * C), out_g(B * T * C), dqkv_f(B * T * 3 * C), dqkv_g(B * T * 3 * C);
+      cuda::DeviceBuffer<bf16d> att(B * NH * T * T);
+      cuda::DeviceBuffer<bf16d> ws(std::max(cuda::attention_forward_workspace(B, T, C, NH),
+                                            cuda::attention_backward_workspace(B, T, C, NH)));
+      cuda::DeviceBuffer<float> stats(cuda::flash_attention_stats_floats(B, T, NH)),
+          delta(cuda::flash_attention_stats_floats(B, T, NH));
+      const double f_fwd = time_ms([&] { cuda::flash_attention_forward(out_f.data(), stats.data(), qkv.data(), B, T, C,
+                                                                       NH, stream); },
+                                   2, o.repeats, stream);
+      const double f_bwd = time_ms([&] { cuda::flash_attention_backward(dqkv_f.data(), delta.data(), dout.data(),
+                                                                        qkv.data(), out_f.data(), stats.data(), B, T, C,
+                                                                        NH, stream); },
+                                   2, o.repeats, stream);
+      const double g_fwd = time_ms([&] { cuda::attention_forward<bf16d>(blas, out_g.data(), att.data(), ws.data(),
+                                                                         qkv.data(), B, T, C, NH, stream); },
+                                   2, o.repeats, stream);
+      const double g_bwd = time_ms([&] { cuda::attention_backward<bf16d>(blas, dqkv_g.data(), ws.data(), dout.data(),
+                                                                          qkv.data(), att.data(), B, T, C, NH, stream); },
+                                   2, o.repeats, stream);
+      // The two paths must agree (bf16 resolution): max |difference| over max |value|.
+      auto rel_diff = [&](cuda::DeviceBuffer<bf16d>& a, cuda::DeviceBuffer<bf16d>& b) {
+        const std::vector<bf16d> x = a.to_host(stream), y = b.to_host(stream);
+        double d = 0, mx = 0;
+        for (std::size_t i = 0; i < x.size(); ++i) {
+          d = std::max(d, std::abs(static_cast<double>(x[i]) - static_cast<double>(y[i])));
+          mx = std::max(mx, std::abs(static_cast<double>(y[i])));
+        }
+        return mx > 0 ? d / mx : d;
+      };
+      const double diff_out = rel_diff(out_f, out_g), diff_grad = rel_diff(dqkv_f, dqkv_g);
+      // Causal flops as usually counted: forward 2 products over half the T x T square, backward 2.5x that.
+      const double fwd_flops = 2.0 * B * NH * T * T * (C / NH), bwd_flops = 2.5 * fwd_flops;
+      log::info("# attention B={} T={} C={} NH={}, bf16; TFLOP/s count the causal half (forward 2·B·NH·T²·hs, "
+                "backward 2.5x); ratio: against the bf16 GEMM rate above",
+                B, T, C, NH);
+      log::info("{:>20} {:>10} {:>10} {:>8}", "", "ms", "TFLOP/s", "ratio");
+      const double gr = gemm_bf16 > 0 ? gemm_bf16 : 1;
+      log::info("{:>20} {:>10.3f} {:>10.1f} {:>8.3f}", "flash forward", f_fwd, fwd_flops / f_fwd / 1e9, fwd_flops / f_fwd / 1e-3 / gr);
+      log::info("{:>20} {:>10.3f} {:>10.1f} {:>8.3f}", "flash backward", f_bwd, bwd_flops / f_bwd / 1e9, bwd_flops / f_bwd / 1e-3 / gr);
+      log::info("{:>20} {:>10.3f} {:>10.1f} {:>8.3f}", "gemm forward", g_fwd, fwd_flops / g_fwd / 1e9, fwd_flops / g_fwd / 1e-3 / gr);
+      log::info("{:>20} {:>10.3f} {:>10.1f} {:>8.3f}", "gemm backward", g_bwd, bwd_flops / g_bwd / 1e9, bwd_flops / g_bwd / 1e-3 / gr);
+      log::info("attention: flash takes {:.2f}x the GEMM path's forward time and {:.2f}x its backward time; outputs "
+                "differ by {:.2g}, gradients by {:.2g} (max |diff| / max |value|)",
+                f_fwd / g_fwd, f_bwd / g_bwd, diff_out, diff_grad);
+      out["attention"] = {{"B", B}, {"T", T}, {"C", C}, {"NH", NH}, {"flash_forward_ms", f_fwd},
+                          {"flash_backward_ms", f_bwd}, {"gemm_forward_ms", g_fwd}, {"gemm_backward_ms", g_bwd},
+                          {"rel_diff_out", diff_out}, {"rel_diff_dqkv", diff_grad}};
+    }
+  }
+
   // ---- GPT-2 training steps in bf16 ----
   if (want("model")) {
     Gpt2Config cfg;
@@ -232,46 +292,65 @@ int run_gpu_bench(const GpuBenchOptions& o) {
       inputs.data<std::int32_t>()[i] = static_cast<std::int32_t>(r.below(static_cast<std::uint64_t>(cfg.V)));
       targets.data<std::int32_t>()[i] = static_cast<std::int32_t>(r.below(static_cast<std::uint64_t>(cfg.V)));
     }
-    Gpt2CudaModel<bf16d> model(cfg, blas, stream);
-    std::int64_t t = 0;
-    double loss = 0;
-    auto step = [&] {
-      grads.zero(stream);
-      model.embedding_forward(embedding_weights(pl), inputs);
-      for (int l = 0; l < cfg.L; ++l) model.block_forward(l, block_weights(pl, l));
-      model.head_forward_async(head_weights(pl), targets);
-      model.head_backward(head_weights(pl), head_weights(gl));
-      for (int l = static_cast<int>(cfg.L) - 1; l >= 0; --l)
-        model.block_backward(l, block_weights(pl, l), block_weights(gl, l));
-      model.embedding_backward(embedding_weights(gl));
-      cuda::adamw_update<bf16d>(master.data(), params.data(), grads.data(), m.data(), v.data(), P,
-                                cuda::adamw_scalars(3e-4, 0.9, 0.95, 1e-8, 0.1, ++t), stream);
-      loss = model.mean_loss();  // the trainer reads each step's loss: part of the step
-      stream.synchronize();
-    };
-    for (int i = 0; i < 2; ++i) step();
-    std::vector<double> times;
-    for (int i = 0; i < o.repeats; ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      step();
-      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    const double s = median(times);
-    const double tok_s = static_cast<double>(N) / s;
     const double flops_per_token = 6.0 * static_cast<double>(P) + 6.0 * cfg.L * cfg.C * T;
-    const double achieved = tok_s * flops_per_token;
     const double peak = nominal_bf16_peak(prop.name);
     log::info("# GPT-2 {} ({:.1f} M parameters), B={} T={}, bf16 (fp32 master weights, AdamW), one GPU; "
-              "flops/token = 6N + 6·L·C·T = {:.3g}", cfg.describe(), P / 1e6, B, T, flops_per_token);
-    log::info("model step {:.2f} ms, {:.0f} tokens/s, {:.1f} TFLOP/s = {:.3f} of this GPU's measured bf16 GEMM rate{}; "
-              "activations {:.2f} GiB; loss {:.4f}",
-              s * 1e3, tok_s, achieved / 1e12, achieved / gemm_bf16,
-              peak > 0 ? fmt::format(", MFU {:.1f}% of the nominal {:.0f} TFLOP/s", 100 * achieved / peak, peak / 1e12) : "",
-              model.activation_bytes() / double(1 << 30), loss);
-    out["model"] = {{"config", cfg.describe()}, {"B", B}, {"T", T}, {"parameters", P}, {"step_ms", s * 1e3},
-                    {"tokens_per_s", tok_s}, {"tflops", achieved / 1e12}, {"ratio_to_gemm", achieved / gemm_bf16},
-                    {"mfu_nominal", peak > 0 ? achieved / peak : 0.0}, {"loss", loss}};
+              "flops/token = 6N + 6·L·C·T = {:.3g}; attention by the fused kernels, then by cuBLAS GEMMs",
+              cfg.describe(), P / 1e6, B, T, flops_per_token);
+    nlohmann::json model_rows = nlohmann::json::array();
+    std::vector<AttentionKernels> kinds = {AttentionKernels::Gemm};
+    if (cuda::flash_attention_supported(cfg.C, cfg.NH)) kinds.insert(kinds.begin(), AttentionKernels::Flash);
+    double first_s = 0;
+    for (const AttentionKernels kind : kinds) {
+      Gpt2CudaModel<bf16d> model(cfg, blas, stream, kind);
+      std::int64_t t = 0;
+      double loss = 0;
+      // Every variant starts from the same weights and optimizer state.
+      master.copy_from_host(flat.data<float>(), static_cast<std::size_t>(P), stream);
+      m.zero(stream);
+      v.zero(stream);
+      cuda::convert(params.data(), master.data(), P, stream);
+      auto step = [&] {
+        grads.zero(stream);
+        model.embedding_forward(embedding_weights(pl), inputs);
+        for (int l = 0; l < cfg.L; ++l) model.block_forward(l, block_weights(pl, l));
+        model.head_forward_async(head_weights(pl), targets);
+        model.head_backward(head_weights(pl), head_weights(gl));
+        for (int l = static_cast<int>(cfg.L) - 1; l >= 0; --l)
+          model.block_backward(l, block_weights(pl, l), block_weights(gl, l));
+        model.embedding_backward(embedding_weights(gl));
+        cuda::adamw_update<bf16d>(master.data(), params.data(), grads.data(), m.data(), v.data(), P,
+                                  cuda::adamw_scalars(3e-4, 0.9, 0.95, 1e-8, 0.1, ++t), stream);
+        loss = model.mean_loss();  // the trainer reads each step's loss: part of the step
+        stream.synchronize();
+      };
+      for (int i = 0; i < 2; ++i) step();
+      std::vector<double> times;
+      for (int i = 0; i < o.repeats; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        step();
+        times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      const double s = median(times);
+      if (first_s == 0) first_s = s;
+      const double tok_s = static_cast<double>(N) / s;
+      const double achieved = tok_s * flops_per_token;
+      const char* name = kind == AttentionKernels::Flash ? "flash" : "gemm";
+      log::info("model step ({} attention) {:.2f} ms, {:.0f} tokens/s, {:.1f} TFLOP/s = {:.3f} of this GPU's measured "
+                "bf16 GEMM rate{}; activations {:.2f} GiB; loss {:.4f}{}",
+                name, s * 1e3, tok_s, achieved / 1e12, achieved / gemm_bf16,
+                peak > 0 ? fmt::format(", MFU {:.1f}% of the nominal {:.0f} TFLOP/s", 100 * achieved / peak, peak / 1e12)
+                         : "",
+                model.activation_bytes() / double(1 << 30), loss,
+                s != first_s ? fmt::format("; {:.2f}x the first row's step time", s / first_s) : "");
+      model_rows.push_back({{"attention", name}, {"config", cfg.describe()}, {"B", B}, {"T", T}, {"parameters", P},
+                            {"step_ms", s * 1e3}, {"tokens_per_s", tok_s}, {"tflops", achieved / 1e12},
+                            {"ratio_to_gemm", achieved / gemm_bf16}, {"mfu_nominal", peak > 0 ? achieved / peak : 0.0},
+                            {"activation_bytes", model.activation_bytes()}, {"loss", loss}});
+    }
+    out["model"] = model_rows;
   }
+
   if (!o.json_path.empty()) {
     std::ofstream f(o.json_path);
     if (!f) throw UsageError("bench gpu: cannot write " + o.json_path);

@@ -163,8 +163,8 @@ int main(int argc, char** argv) {
   GpuBenchOptions gpu_opt;
   auto* bench_gpu = bench->add_subcommand(
       "gpu", "One GPU: GEMM rates, Newton-Schulz against them, GPT-2 bf16 training tokens/s and MFU");
-  bench_gpu->add_option("--what", gpu_opt.what, "Which parts: gemm, ns, model")->delimiter(',')
-      ->check(CLI::IsMember({"gemm", "ns", "model"}))->capture_default_str();
+  bench_gpu->add_option("--what", gpu_opt.what, "Which parts: gemm, ns, attention, model")->delimiter(',')
+      ->check(CLI::IsMember({"gemm", "ns", "attention", "model"}))->capture_default_str();
   bench_gpu->add_option("--ns-sizes", gpu_opt.ns_sizes, "Square Newton-Schulz sizes")->delimiter(',')
       ->capture_default_str();
   bench_gpu->add_option("--gemm-size", gpu_opt.gemm_size, "Square bf16 GEMM size of the reference rate")

@@ -362,6 +362,12 @@ const std::vector<KeySpec>& schema() {
        c.runtime.overlap = choose<Overlap>(v, {{"auto", Overlap::Auto}, {"on", Overlap::On}, {"off", Overlap::Off}});
      },
      [](const TrainConfig& c) { return toml_string(overlap_name(c.runtime.overlap)); }},
+    {"runtime", "attention", Kind::String,
+     [](TrainConfig& c, const Value& v) {
+       c.runtime.attention = choose<AttentionKernels>(
+           v, {{"auto", AttentionKernels::Auto}, {"flash", AttentionKernels::Flash}, {"gemm", AttentionKernels::Gemm}});
+     },
+     [](const TrainConfig& c) { return toml_string(attention_kernels_name(c.runtime.attention)); }},
   };
   return keys;
 }

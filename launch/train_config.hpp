@@ -88,6 +88,8 @@ struct RuntimeSection {
   // auto = on where collectives progress in the background (cuda), off for MPI on host memory (cpu), where
   // non-blocking collectives only progress inside MPI calls and were measured slower than blocking ones.
   Overlap overlap = Overlap::Auto;
+  // cuda: the attention kernels (see AttentionKernels): auto = fused where the model allows, flash, gemm.
+  AttentionKernels attention = AttentionKernels::Auto;
   bool overlap_enabled() const {
     return overlap == Overlap::On || (overlap == Overlap::Auto && backend == Device::CUDA);
   }

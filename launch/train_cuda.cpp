@@ -93,7 +93,7 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
   Tensor targets = Tensor::empty({tc.batch_size, tc.seq_len}, DType::I32);
 
   cuda::Blas blas;
-  Gpt2CudaModel<T> model(mc, blas, stream);
+  Gpt2CudaModel<T> model(mc, blas, stream, cfg.runtime.attention);
   model.set_batch(tc.batch_size, tc.seq_len);
 
   // Checkpoints go through host mirrors: an engine holding only master shards and an optimizer holding only
@@ -142,14 +142,14 @@ TrainResult run(Communicator& world, const TrainConfig& cfg, const TrainOptions&
     if (cfg.data.path.rfind("builtin:synthetic", 0) == 0) log::info("data: {}", SyntheticLanguage().describe());
     log::info("job: {} ranks on GPUs ({}, comm {}, compute {}, reduce {}, prefetch {}), {} tokens per step "
               "(W {} x K {} x B {} x T {}), optimizer {}, {} matrices orthogonalized across {} rank(s), Newton-Schulz "
-              "in {}",
+              "in {}, attention {}",
               W, cfg.runtime.sharding(),
               replica ? fmt::format("{} in shard groups, {} across replicas", shard->backend(), replica->backend())
                       : shard->backend(),
               dtype_name(cfg.runtime.param_dtype),
               dtype_name(cfg.runtime.reduce_dtype), cfg.runtime.prefetch, tokens_per_step, W, tc.grad_accum,
               tc.batch_size, tc.seq_len, cfg.optim.name, optim.plan().tasks.size(), shard->size(),
-              ns == NsPrecision::BF16 ? "bf16" : "f32");
+              ns == NsPrecision::BF16 ? "bf16" : "f32", model.flash_attention() ? "flash (fused)" : "cuBLAS GEMMs");
     log::info_all("device: GPU {} ({})", shard->device(), cuda::device_description(shard->device()));
   }
 

@@ -132,6 +132,15 @@ TEST(TrainConfig, OverlapAutoIsOnForCudaAndOffForCpu) {
   EXPECT_FALSE(load_train_config("", {"--runtime.backend=cuda", "--runtime.overlap=off"}).runtime.overlap_enabled());
 }
 
+TEST(TrainConfig, AttentionKernelsAreAutoFlashOrGemm) {
+  EXPECT_EQ(load_train_config("", {}).runtime.attention, AttentionKernels::Auto);
+  EXPECT_EQ(load_train_config("", {"--runtime.attention=flash"}).runtime.attention, AttentionKernels::Flash);
+  const TrainConfig c = load_train_config("", {"--runtime.attention=gemm"});
+  EXPECT_EQ(c.runtime.attention, AttentionKernels::Gemm);
+  EXPECT_NE(c.resolved_toml().find("attention = \"gemm\""), std::string::npos) << c.resolved_toml();
+  EXPECT_NE(load_error("", {"--runtime.attention=fast"}).find("--runtime.attention"), std::string::npos);
+}
+
 TEST(TrainConfig, ParsesEverySectionOfAFile) {
   const fs::path dir = scratch_dir();
   const std::string path = write_file(dir / "cfg.toml", R"(

@@ -3,6 +3,7 @@
 // rounded to T before the reference sees them, so only the kernels' own rounding is measured.
 #include "runtime/kernels/cuda/attention.hpp"
 #include "runtime/kernels/cuda/copy_kernels.hpp"
+#include "runtime/kernels/cuda/flash_attention.hpp"
 #include "runtime/kernels/cuda/gemm.hpp"
 #include "runtime/kernels/cuda/gpt2_kernels.hpp"
 #include "runtime/kernels/cuda/optim_kernels.hpp"
@@ -482,18 +483,22 @@ OS_TEST(CudaKernels, LinearF32) { OS_REQUIRE_GPU(); linear_case<float>(true); li
 OS_TEST(CudaKernels, LinearBF16) { OS_REQUIRE_GPU(); linear_case<bf16>(true); linear_case<bf16>(false); }
 
 // ---------------- attention ----------------
-template <typename T> void attention_case() {
-  // T > 32 and not a multiple of 32, hs = 24 not a power of two: the warp-per-row softmax loops run a full
-  // pass and a partial tail, and rows t < 32 leave lanes idle.
-  const std::int64_t B = 2, Tn = 70, NH = 4, C = 96, hs = C / NH, C3 = 3 * C;
-  const auto qkv = rounded<T>(randn(B * Tn * C3, 60)), dout = rounded<T>(randn(B * Tn * C, 61));
+// Causal attention over qkv (B, T, 3C) in double precision: out (B, T, C), the probabilities att (B, NH, T, T),
+// dqkv for dout, and each row's log2-sum-exp of the scaled scores (B, NH, T).
+struct AttentionRef {
+  std::vector<double> out, att, dqkv, lse2;
+};
+AttentionRef attention_reference(const std::vector<double>& qkv, const std::vector<double>& dout, std::int64_t B,
+                                 std::int64_t Tn, std::int64_t C, std::int64_t NH) {
+  const std::int64_t hs = C / NH, C3 = 3 * C;
   const double scale = 1.0 / std::sqrt(static_cast<double>(hs));
-  std::vector<double> out(B * Tn * C, 0.0), att(B * NH * Tn * Tn, 0.0), dqkv(B * Tn * C3, 0.0);
+  AttentionRef r{std::vector<double>(B * Tn * C, 0.0), std::vector<double>(B * NH * Tn * Tn, 0.0),
+                 std::vector<double>(B * Tn * C3, 0.0), std::vector<double>(B * NH * Tn, 0.0)};
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t h = 0; h < NH; ++h)
       for (std::int64_t t = 0; t < Tn; ++t) {
         const double* q = &qkv[(b * Tn + t) * C3 + h * hs];
-        double* p = &att[((b * NH + h) * Tn + t) * Tn];
+        double* p = &r.att[((b * NH + h) * Tn + t) * Tn];
         double mx = -INFINITY, sum = 0;
         for (std::int64_t j = 0; j <= t; ++j) {
           double d = 0;
@@ -502,45 +507,114 @@ template <typename T> void attention_case() {
           mx = std::max(mx, p[j]);
         }
         for (std::int64_t j = 0; j <= t; ++j) sum += (p[j] = std::exp(p[j] - mx));
+        r.lse2[(b * NH + h) * Tn + t] = (mx + std::log(sum)) / std::log(2.0);
         for (std::int64_t j = 0; j <= t; ++j) p[j] /= sum;
         for (std::int64_t j = 0; j <= t; ++j)
           for (std::int64_t i = 0; i < hs; ++i)
-            out[(b * Tn + t) * C + h * hs + i] += p[j] * qkv[(b * Tn + j) * C3 + 2 * C + h * hs + i];
+            r.out[(b * Tn + t) * C + h * hs + i] += p[j] * qkv[(b * Tn + j) * C3 + 2 * C + h * hs + i];
       }
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t h = 0; h < NH; ++h)
       for (std::int64_t t = 0; t < Tn; ++t) {
-        const double* p = &att[((b * NH + h) * Tn + t) * Tn];
+        const double* p = &r.att[((b * NH + h) * Tn + t) * Tn];
         const double* dy = &dout[(b * Tn + t) * C + h * hs];
         std::vector<double> dp(Tn, 0.0);
         double dot = 0;
         for (std::int64_t j = 0; j <= t; ++j) {
           for (std::int64_t i = 0; i < hs; ++i) {
             dp[j] += dy[i] * qkv[(b * Tn + j) * C3 + 2 * C + h * hs + i];
-            dqkv[(b * Tn + j) * C3 + 2 * C + h * hs + i] += p[j] * dy[i];
+            r.dqkv[(b * Tn + j) * C3 + 2 * C + h * hs + i] += p[j] * dy[i];
           }
           dot += p[j] * dp[j];
         }
         for (std::int64_t j = 0; j <= t; ++j) {
           const double ds = p[j] * (dp[j] - dot) * scale;
           for (std::int64_t i = 0; i < hs; ++i) {
-            dqkv[(b * Tn + t) * C3 + h * hs + i] += ds * qkv[(b * Tn + j) * C3 + C + h * hs + i];
-            dqkv[(b * Tn + j) * C3 + C + h * hs + i] += ds * qkv[(b * Tn + t) * C3 + h * hs + i];
+            r.dqkv[(b * Tn + t) * C3 + h * hs + i] += ds * qkv[(b * Tn + j) * C3 + C + h * hs + i];
+            r.dqkv[(b * Tn + j) * C3 + C + h * hs + i] += ds * qkv[(b * Tn + t) * C3 + h * hs + i];
           }
         }
       }
+  return r;
+}
+
+template <typename T> void attention_case() {
+  // T > 32 and not a multiple of 32, hs = 24 not a power of two: the warp-per-row softmax loops run a full
+  // pass and a partial tail, and rows t < 32 leave lanes idle.
+  const std::int64_t B = 2, Tn = 70, NH = 4, C = 96, C3 = 3 * C;
+  const auto qkv = rounded<T>(randn(B * Tn * C3, 60)), dout = rounded<T>(randn(B * Tn * C, 61));
+  const AttentionRef ref = attention_reference(qkv, dout, B, Tn, C, NH);
   Blas blas;
   auto d_qkv = upload<T>(qkv), d_dout = upload<T>(dout);
-  auto d_out = upload<T>(std::vector<double>(out.size())), d_att = upload<T>(std::vector<double>(att.size(), 7.0));
-  auto d_dqkv = upload<T>(std::vector<double>(dqkv.size(), 7.0));
+  auto d_out = upload<T>(std::vector<double>(ref.out.size())), d_att = upload<T>(std::vector<double>(ref.att.size(), 7.0));
+  auto d_dqkv = upload<T>(std::vector<double>(ref.dqkv.size(), 7.0));
   DeviceBuffer<T> ws(std::max(attention_forward_workspace(B, Tn, C, NH), attention_backward_workspace(B, Tn, C, NH)));
   attention_forward<T>(blas, d_out.data(), d_att.data(), ws.data(), d_qkv.data(), B, Tn, C, NH, nullptr);
-  OS_EXPECT_MATCH(T, "attention probabilities", download(d_att), att);
-  OS_EXPECT_MATCH(T, "attention forward", download(d_out), out);
+  OS_EXPECT_MATCH(T, "attention probabilities", download(d_att), ref.att);
+  OS_EXPECT_MATCH(T, "attention forward", download(d_out), ref.out);
   attention_backward<T>(blas, d_dqkv.data(), ws.data(), d_dout.data(), d_qkv.data(), d_att.data(), B, Tn, C, NH, nullptr);
-  OS_EXPECT_MATCH(T, "attention backward dqkv", download(d_dqkv), dqkv, 2.0);
+  OS_EXPECT_MATCH(T, "attention backward dqkv", download(d_dqkv), ref.dqkv, 2.0);
 }
 OS_TEST(CudaKernels, AttentionF32) { OS_REQUIRE_GPU(); attention_case<float>(); }
 OS_TEST(CudaKernels, AttentionBF16) { OS_REQUIRE_GPU(); attention_case<bf16>(); }
+
+// The fused kernels against the double-precision reference: every supported head size, T that leaves partial
+// tiles (forward tiles of 64 or 32 rows, backward tiles of 32), and large scores (`gain`) so that row maxima
+// change from tile to tile and the running output is rescaled. Outputs start as NaN, so every element must be
+// written; the backward runs twice and must give the same bits (no atomics).
+void flash_case(std::int64_t B, std::int64_t Tn, std::int64_t NH, std::int64_t hs, double gain, std::uint32_t seed) {
+  const std::int64_t C = NH * hs, C3 = 3 * C;
+  std::vector<double> qkv = randn(B * Tn * C3, seed);
+  for (double& x : qkv) x *= gain;
+  qkv = rounded<bf16>(qkv);
+  const auto dout = rounded<bf16>(randn(B * Tn * C, seed + 1));
+  const AttentionRef ref = attention_reference(qkv, dout, B, Tn, C, NH);
+  const std::string what = "flash attention B=" + std::to_string(B) + " T=" + std::to_string(Tn) +
+                           " NH=" + std::to_string(NH) + " hs=" + std::to_string(hs) + " gain=" + std::to_string(gain);
+  ASSERT_TRUE(flash_attention_supported(C, NH)) << what;
+  auto d_qkv = upload<bf16>(qkv), d_dout = upload<bf16>(dout);
+  auto d_out = upload<bf16>(std::vector<double>(ref.out.size(), NAN));
+  DeviceBuffer<float> stats(flash_attention_stats_floats(B, Tn, NH)), ws(flash_attention_stats_floats(B, Tn, NH));
+  flash_attention_forward(d_out.data(), stats.data(), d_qkv.data(), B, Tn, C, NH, nullptr);
+  OS_EXPECT_MATCH(bf16, what + " forward", download(d_out), ref.out);
+  const std::vector<float> got_stats = stats.to_host(nullptr);
+  const std::string stats_err = closeness(std::vector<double>(got_stats.begin(), got_stats.end()), ref.lse2, 1e-3, 1e-4);
+  OS_EXPECT(stats_err.empty(), what << " row statistics: " << stats_err);
+  std::vector<double> first;
+  for (int rep = 0; rep < 2; ++rep) {
+    auto d_dqkv = upload<bf16>(std::vector<double>(ref.dqkv.size(), NAN));
+    flash_attention_backward(d_dqkv.data(), ws.data(), d_dout.data(), d_qkv.data(), d_out.data(), stats.data(), B, Tn, C,
+                             NH, nullptr);
+    const auto got = download(d_dqkv);
+    if (rep == 0) {
+      OS_EXPECT_MATCH(bf16, what + " backward dqkv", got, ref.dqkv, 2.0);
+      first = got;
+    } else {
+      OS_EXPECT(got == first, what << ": a second backward differs from the first");
+    }
+  }
+}
+OS_TEST(CudaKernels, FlashAttentionEveryHeadSize) {
+  OS_REQUIRE_GPU();
+  flash_case(2, 70, 4, 16, 1.0, 70);
+  flash_case(1, 130, 3, 32, 1.0, 71);
+  flash_case(2, 129, 2, 64, 1.0, 72);
+  flash_case(1, 100, 2, 128, 1.0, 73);
+  flash_case(1, 1, 2, 64, 1.0, 74);
+}
+OS_TEST(CudaKernels, FlashAttentionLargeScores) {
+  OS_REQUIRE_GPU();
+  flash_case(1, 150, 2, 64, 3.0, 80);
+  flash_case(1, 90, 1, 128, 3.0, 81);
+}
+OS_TEST(CudaKernels, FlashAttentionRefusesOtherHeadSizes) {
+  OS_REQUIRE_GPU();
+  EXPECT_FALSE(flash_attention_supported(96, 4));  // hs = 24
+  EXPECT_FALSE(flash_attention_supported(768, 5));
+  EXPECT_TRUE(flash_attention_supported(768, 12));
+  DeviceBuffer<bf16> x(3 * 96);
+  DeviceBuffer<float> st(4);
+  EXPECT_THROW(flash_attention_forward(x.data(), st.data(), x.data(), 1, 1, 96, 4, nullptr), std::exception);
+}
 
 }  // namespace

@@ -1,6 +1,7 @@
 // GPT-2 on the GPU against the CPU model: a small random model against the float64 CPU model (loss, logits,
 // every gradient) in f32 and bf16, and the shared GPT-2 reference case (loss, logits, all gradients) at f32 and
-// bf16 tolerances. Skips where no GPU is visible.
+// bf16 tolerances; bf16 with both attention paths (fused flash kernels, cuBLAS GEMMs). Skips where no GPU is
+// visible.
 #include "models/gpt2/checkpoint.hpp"
 #include "models/gpt2/cuda/model_cuda.hpp"
 #include "models/gpt2/model.hpp"
@@ -96,13 +97,14 @@ struct GpuRun {
 };
 
 template <typename T>
-GpuRun<T> run_gpu(const Gpt2Params& host, const Tensor& inputs, const Tensor& targets) {
+GpuRun<T> run_gpu(const Gpt2Params& host, const Tensor& inputs, const Tensor& targets,
+                  AttentionKernels attention = AttentionKernels::Auto) {
   const Gpt2Config& cfg = host.config();
   DeviceParams<T> p(host);
   DeviceParams<T> g(Gpt2Params::zeros(cfg, DType::F32));
   cuda::Stream stream;
   cuda::Blas blas;
-  Gpt2CudaModel<T> m(cfg, blas, stream);
+  Gpt2CudaModel<T> m(cfg, blas, stream, attention);
   auto pl = [&](const std::string& n) { return p.get(n); };
   auto gl = [&](const std::string& n) { return g.get(n); };
   m.embedding_forward(embedding_weights(pl), inputs);
@@ -144,7 +146,8 @@ Gpt2Params random_params(const Gpt2Config& cfg) {
 }
 
 template <typename T>
-void check_against_cpu_f64(double loss_tol, double logit_tol, double grad_tol) {
+void check_against_cpu_f64(double loss_tol, double logit_tol, double grad_tol,
+                           AttentionKernels attention = AttentionKernels::Auto) {
   const Gpt2Config cfg = small_config();
   const Gpt2Params p64 = random_params(cfg);
   const std::int64_t B = 3, Tn = 17;
@@ -159,7 +162,7 @@ void check_against_cpu_f64(double loss_tol, double logit_tol, double grad_tol) {
   Gpt2Params g64 = Gpt2Params::zeros(cfg, DType::F64);
   cpu.backward(p64, g64);
 
-  const GpuRun<T> gpu = run_gpu<T>(p64, inputs, targets);
+  const GpuRun<T> gpu = run_gpu<T>(p64, inputs, targets, attention);
   EXPECT_NEAR(gpu.loss, ref_loss, loss_tol * ref_loss);
   EXPECT_LE(logits_rel_err(gpu.logits, ref_logits.data<double>(), B * Tn, cfg.V, cfg.Vp), logit_tol) << "logits";
   double worst = 0;
@@ -170,8 +173,9 @@ void check_against_cpu_f64(double loss_tol, double logit_tol, double grad_tol) {
     EXPECT_LE(e, grad_tol) << name;
     if (e > worst) worst = e, worst_name = name;
   }
-  std::printf("%s: loss %.8f vs %.8f, worst gradient error %.3g (%s; limit %.3g)\n", dtype_name(dt<T>()).data(),
-              gpu.loss, ref_loss, worst, worst_name.c_str(), grad_tol);
+  std::printf("%s (attention %s): loss %.8f vs %.8f, worst gradient error %.3g (%s; limit %.3g)\n",
+              dtype_name(dt<T>()).data(), attention_kernels_name(attention).data(), gpu.loss, ref_loss, worst,
+              worst_name.c_str(), grad_tol);
 }
 
 }  // namespace
@@ -183,7 +187,30 @@ TEST(Gpt2Cuda, F32MatchesTheCpuModelInDouble) {
 
 TEST(Gpt2Cuda, Bf16MatchesTheCpuModelInDoubleAtBf16Tolerance) {
   SKIP_WITHOUT_GPU();
-  check_against_cpu_f64<__nv_bfloat16>(1e-2, 2e-2, 5e-2);
+  check_against_cpu_f64<__nv_bfloat16>(1e-2, 2e-2, 5e-2, AttentionKernels::Flash);
+  check_against_cpu_f64<__nv_bfloat16>(1e-2, 2e-2, 5e-2, AttentionKernels::Gemm);
+}
+
+TEST(Gpt2Cuda, AttentionKernelsAreChosenAndRefusedByName) {
+  SKIP_WITHOUT_GPU();
+  cuda::Stream stream;
+  cuda::Blas blas;
+  const Gpt2Config cfg = small_config();  // head size 16
+  EXPECT_TRUE(Gpt2CudaModel<__nv_bfloat16>(cfg, blas, stream).flash_attention());
+  EXPECT_FALSE(Gpt2CudaModel<__nv_bfloat16>(cfg, blas, stream, AttentionKernels::Gemm).flash_attention());
+  EXPECT_FALSE(Gpt2CudaModel<float>(cfg, blas, stream).flash_attention());
+  Gpt2Config odd = cfg;
+  odd.NH = 8;  // head size 8
+  EXPECT_FALSE(Gpt2CudaModel<__nv_bfloat16>(odd, blas, stream).flash_attention());
+  for (const bool f32 : {true, false}) {
+    try {
+      if (f32) Gpt2CudaModel<float>(cfg, blas, stream, AttentionKernels::Flash);
+      else Gpt2CudaModel<__nv_bfloat16>(odd, blas, stream, AttentionKernels::Flash);
+      FAIL() << "flash accepted for " << (f32 ? "an f32 model" : "head size 8");
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find(f32 ? "this one: f32" : "head size 8"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Gpt2Cuda, BadInputsNameTheProblem) {
@@ -222,12 +249,13 @@ std::string testdata() {
 }
 
 template <typename T>
-void reference_case(double loss_tol, double logit_tol, double grad_tol) {
+void reference_case(double loss_tol, double logit_tol, double grad_tol,
+                    AttentionKernels attention = AttentionKernels::Auto) {
   const std::string ref = testdata() + "/gpt2";
   const Gpt2Params p = load_llmc_model(ref + "/model.bin");
   H5File f = H5File::open_read(ref + "/reference.h5");
   const Tensor inputs = f.read("/inputs", DType::I32), targets = f.read("/targets", DType::I32);
-  const GpuRun<T> gpu = run_gpu<T>(p, inputs, targets);
+  const GpuRun<T> gpu = run_gpu<T>(p, inputs, targets, attention);
   const double ref_loss = f.double_attr("/", "loss");
   EXPECT_NEAR(gpu.loss, ref_loss, loss_tol * ref_loss);
   const Tensor rl = f.read("/logits", DType::F64);
@@ -246,8 +274,9 @@ void reference_case(double loss_tol, double logit_tol, double grad_tol) {
     EXPECT_LE(e, grad_tol) << name;
     if (e > worst) worst = e, worst_name = name;
   }
-  std::printf("reference %s: loss %.8f vs %.8f, worst gradient error %.3g (%s; limit %.3g)\n",
-              dtype_name(dt<T>()).data(), gpu.loss, ref_loss, worst, worst_name.c_str(), grad_tol);
+  std::printf("reference %s (attention %s): loss %.8f vs %.8f, worst gradient error %.3g (%s; limit %.3g)\n",
+              dtype_name(dt<T>()).data(), attention_kernels_name(attention).data(), gpu.loss, ref_loss, worst,
+              worst_name.c_str(), grad_tol);
 }
 
 TEST(Gpt2CudaReference, F32LossLogitsAndEveryGradient) {
@@ -257,6 +286,7 @@ TEST(Gpt2CudaReference, F32LossLogitsAndEveryGradient) {
 
 TEST(Gpt2CudaReference, Bf16LossLogitsAndEveryGradient) {
   SKIP_WITHOUT_GPU();
-  reference_case<__nv_bfloat16>(1e-2, 3e-2, 8e-2);
+  reference_case<__nv_bfloat16>(1e-2, 3e-2, 8e-2, AttentionKernels::Flash);
+  reference_case<__nv_bfloat16>(1e-2, 3e-2, 8e-2, AttentionKernels::Gemm);
 }
 #endif

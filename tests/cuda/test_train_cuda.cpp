@@ -83,9 +83,11 @@ TEST_F(CudaTrainTest, F32OnTheGpuReproducesTheCpuForEveryOptimizer) {
 }
 
 TEST_F(CudaTrainTest, Bf16StaysCloseToTheCpu) {
-  // Clipped: without it AdamW's trajectory at 3 ranks spikes at step 6 (f32 gradient norm 27.9), and bf16 rounding
-  // alone, on the CPU as on the GPU, moves that step's loss by up to 15%: the comparison would measure the spike.
-  const std::vector<std::string> clip = {"--train.grad_clip=1.0"};
+  // A trajectory without loss spikes: at lr 0.01 AdamW's run at 3 ranks spikes (step 5 or 6, gradient norm 13 to
+  // 35), where Adam turns bf16 rounding of tiny gradient components into full-size updates, and the spike step's
+  // loss moves by 1-15% with any bf16 change (on the CPU as on the GPU, with either attention): the comparison
+  // would measure the spike. Clipped, at lr 0.003 both attention paths stay within 0.2% at 1-4 ranks.
+  const std::vector<std::string> clip = {"--train.grad_clip=1.0", "--optim.lr=0.003"};
   for (const char* name : {"adamw", "normuon"}) {
     const TrainResult cpu = train(comm(), tiny(name, clip), {true, true});
     const TrainResult dev = train(comm(), tiny(name, plus(gpu("bf16"), clip)), {true, true});

@@ -71,7 +71,8 @@ step replay_cuda replays
 for np in 1 2 3 4; do step "train_cuda_np$np" mpirun -np "$np" "$KIT/bin/test_train_cuda"; done
 fi
 if [ $run_bench = 1 ]; then
-# Numbers: GEMM rates, Newton-Schulz against them, GPT-2 124M bf16 training steps (B=8, T=1024).
+# Numbers: GEMM rates, Newton-Schulz against them, attention (fused against GEMMs), GPT-2 124M bf16 training steps
+# (B=8, T=1024) with each attention.
 step bench_gpu "$KIT/bin/orthoshard" bench gpu --json "$out/bench_gpu.json"
 # The PyTorch peer of its GPT-2 steps (eager and torch.compile; bf16 autocast, fp32 master weights, fused AdamW).
 step torch_peer python3 bench/peers/gpt2_gpu_peer.py --json "$out/torch_peer.json"
@@ -93,7 +94,7 @@ fi
 echo "---- environment ----"; cat "$out/env.log" | head -20
 echo "---- failures ----"; grep -h -E '^\[  FAILED  \]|Failure|error:' "$out"/*.log | head -40
 if [ $run_bench = 1 ]; then
-  echo "---- bench gpu ----"; grep -v '^#' "$out/bench_gpu.log" | tail -22
+  echo "---- bench gpu ----"; grep -v '^#' "$out/bench_gpu.log" | tail -30
   echo "---- pytorch peer ----"; tail -8 "$out/torch_peer.log"
   echo "---- trainer, GPT-2 124M ----"; grep -E 'memory|step +(5|30)/|done:' "$out/train_124m.log" | tail -6
 fi

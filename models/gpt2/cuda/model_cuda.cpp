@@ -1,15 +1,19 @@
 // GPT-2 on the GPU, unit by unit (see the header). Mirrors models/gpt2/model.cpp step for step; the fused
 // residual of the CPU linear layer is a GEMM then residual_add here, and the MLP's GELU rides on cuBLASLt's
-// GELU_AUX_BIAS / DGELU epilogues where available.
+// GELU_AUX_BIAS / DGELU epilogues where available. Attention runs the fused kernels of flash_attention.hpp
+// (bf16, where the head size allows; the forward keeps only each row's log-sum-exp) or cuBLAS batched GEMMs
+// around softmax kernels (keeping the (B, NH, T, T) probabilities per layer).
 #include "models/gpt2/cuda/model_cuda.hpp"
 
 #include "models/gpt2/model.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/kernels/cuda/attention.hpp"
 #include "runtime/kernels/cuda/check.hpp"
+#include "runtime/kernels/cuda/flash_attention.hpp"
 #include "runtime/kernels/cuda/gpt2_kernels.hpp"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace orthoshard {
 namespace {
@@ -40,7 +44,9 @@ struct Gpt2CudaModel<T>::Buffers {
   cuda::DeviceBuffer<T> ln1, ln2;            // (L, N, C)
   cuda::DeviceBuffer<float> ln1_stats, ln2_stats;  // (L, 2, N): mean, rstd
   cuda::DeviceBuffer<T> qkv;                 // (L, N, 3C)
-  cuda::DeviceBuffer<T> att;                 // (L, B, NH, T, T)
+  cuda::DeviceBuffer<T> att;                 // (L, B, NH, T, T) (GEMM attention)
+  cuda::DeviceBuffer<float> att_stats;       // (L, B, NH, T) row log-sum-exps (flash attention)
+  cuda::DeviceBuffer<float> att_delta;       // (B, NH, T) the flash backward's workspace
   cuda::DeviceBuffer<T> atty, mid;           // (L, N, C)
   cuda::DeviceBuffer<T> fch, fch_gelu;       // (L, N, 4C)
   cuda::DeviceBuffer<T> lnf;                 // (N, C)
@@ -54,9 +60,16 @@ struct Gpt2CudaModel<T>::Buffers {
 };
 
 template <typename T>
-Gpt2CudaModel<T>::Gpt2CudaModel(Gpt2Config cfg, cuda::Blas& blas, cudaStream_t stream)
+Gpt2CudaModel<T>::Gpt2CudaModel(Gpt2Config cfg, cuda::Blas& blas, cudaStream_t stream, AttentionKernels attention)
     : cfg_(std::move(cfg)), blas_(blas), stream_(stream), buf_(std::make_unique<Buffers>()) {
   cfg_.validate();
+  const bool applies = std::is_same_v<T, __nv_bfloat16> && cuda::flash_attention_supported(cfg_.C, cfg_.NH);
+  if (attention == AttentionKernels::Flash && !applies)
+    throw UsageError(fmt::format(
+        "attention = \"flash\" needs a bf16 model with head size 16, 32, 64 or 128 (this one: {}, head size {}); "
+        "use \"gemm\" or \"auto\"",
+        std::is_same_v<T, float> ? "f32" : "bf16", cfg_.head_size()));
+  flash_ = applies && attention != AttentionKernels::Gemm;
 }
 
 template <typename T> Gpt2CudaModel<T>::~Gpt2CudaModel() = default;
@@ -81,7 +94,12 @@ template <typename T> void Gpt2CudaModel<T>::set_batch(std::int64_t B, std::int6
   b.ln1_stats = cuda::DeviceBuffer<float>(n(L * 2 * N));
   b.ln2_stats = cuda::DeviceBuffer<float>(n(L * 2 * N));
   b.qkv = cuda::DeviceBuffer<T>(n(L * N * 3 * C));
-  b.att = cuda::DeviceBuffer<T>(n(L * B * cfg_.NH * Tn * Tn));
+  if (flash_) {
+    b.att_stats = cuda::DeviceBuffer<float>(n(L) * cuda::flash_attention_stats_floats(B, Tn, cfg_.NH));
+    b.att_delta = cuda::DeviceBuffer<float>(cuda::flash_attention_stats_floats(B, Tn, cfg_.NH));
+  } else {
+    b.att = cuda::DeviceBuffer<T>(n(L * B * cfg_.NH * Tn * Tn));
+  }
   b.atty = cuda::DeviceBuffer<T>(n(L * N * C));
   b.mid = cuda::DeviceBuffer<T>(n(L * N * C));
   b.fch = cuda::DeviceBuffer<T>(n(L * N * 4 * C));
@@ -99,18 +117,23 @@ template <typename T> void Gpt2CudaModel<T>::set_batch(std::int64_t B, std::int6
                                         cuda::linear_backward_scratch_floats(N, 3 * C),
                                         cuda::linear_backward_scratch_floats(N, C)});
   b.scratch = cuda::DeviceBuffer<float>(scratch);
-  b.attn_ws = cuda::DeviceBuffer<T>(std::max(cuda::attention_forward_workspace(B, Tn, C, cfg_.NH),
-                                             cuda::attention_backward_workspace(B, Tn, C, cfg_.NH)));
+  if (!flash_)
+    b.attn_ws = cuda::DeviceBuffer<T>(std::max(cuda::attention_forward_workspace(B, Tn, C, cfg_.NH),
+                                               cuda::attention_backward_workspace(B, Tn, C, cfg_.NH)));
   B_ = B;
   T_ = Tn;
   have_targets_ = false;
   logits_are_grad_ = false;
 }
 
+template <typename T> float* Gpt2CudaModel<T>::att_stats(int l) {
+  return buf_->att_stats.data() + static_cast<std::size_t>(l) * cuda::flash_attention_stats_floats(B_, T_, cfg_.NH);
+}
+
 template <typename T> std::size_t Gpt2CudaModel<T>::activation_bytes() const {
   const Buffers& b = *buf_;
   return b.encoded.bytes() + b.ln1.bytes() + b.ln2.bytes() + b.ln1_stats.bytes() + b.ln2_stats.bytes() +
-         b.qkv.bytes() + b.att.bytes() + b.atty.bytes() + b.mid.bytes() + b.fch.bytes() + b.fch_gelu.bytes() +
+         b.qkv.bytes() + b.att.bytes() + b.att_stats.bytes() + b.att_delta.bytes() + b.atty.bytes() + b.mid.bytes() + b.fch.bytes() + b.fch_gelu.bytes() +
          b.lnf.bytes() + b.lnf_stats.bytes() + b.logits.bytes() + b.lse.bytes() + b.losses.bytes() + b.dres.bytes() +
          b.dsmall.bytes() + b.dbig.bytes() + b.scratch.bytes() + b.attn_ws.bytes();
 }
@@ -149,7 +172,6 @@ template <typename T> void Gpt2CudaModel<T>::block_forward(int l, const BlockWei
   T* ln2 = b.ln2.data() + l * N * C;
   float* s2 = b.ln2_stats.data() + l * 2 * N;
   T* qkv = b.qkv.data() + l * N * 3 * C;
-  T* att = b.att.data() + l * B_ * cfg_.NH * T_ * T_;
   T* atty = b.atty.data() + l * N * C;
   T* mid = b.mid.data() + l * N * C;
   T* fch = b.fch.data() + l * N * 4 * C;
@@ -159,7 +181,13 @@ template <typename T> void Gpt2CudaModel<T>::block_forward(int l, const BlockWei
                           C, stream_);
   cuda::linear_forward<T>(blas_, qkv, nullptr, ln1, dev<T>(w.qkv_w, {3 * C, C}, u, "qkv_w"),
                           dev<T>(w.qkv_b, {3 * C}, u, "qkv_b"), N, C, 3 * C, stream_);
-  cuda::attention_forward(blas_, atty, att, b.attn_ws.data(), qkv, B_, T_, C, cfg_.NH, stream_);
+  if (flash_) {  // only ever set for bf16
+    if constexpr (std::is_same_v<T, __nv_bfloat16>)
+      cuda::flash_attention_forward(atty, att_stats(l), qkv, B_, T_, C, cfg_.NH, stream_);
+  } else {
+    cuda::attention_forward(blas_, atty, b.att.data() + l * B_ * cfg_.NH * T_ * T_, b.attn_ws.data(), qkv, B_, T_, C,
+                            cfg_.NH, stream_);
+  }
   cuda::linear_forward<T>(blas_, mid, nullptr, atty, dev<T>(w.attn_proj_w, {C, C}, u, "attn_proj_w"),
                           dev<T>(w.attn_proj_b, {C}, u, "attn_proj_b"), N, C, C, stream_);
   cuda::residual_add(mid, mid, x, N * C, stream_);
@@ -280,8 +308,14 @@ void Gpt2CudaModel<T>::block_backward(int l, const BlockWeights& w, const BlockW
   cuda::linear_backward<T>(blas_, dsmall, dev<T>(g.attn_proj_w, {C, C}, ug, "attn_proj_w"),
                            dev<T>(g.attn_proj_b, {C}, ug, "attn_proj_b"), scratch, dres, b.atty.data() + l * N * C,
                            dev<T>(w.attn_proj_w, {C, C}, uw, "attn_proj_w"), nullptr, N, C, C, stream_);
-  cuda::attention_backward(blas_, dbig, b.attn_ws.data(), dsmall, b.qkv.data() + l * N * 3 * C,
-                           b.att.data() + l * B_ * cfg_.NH * T_ * T_, B_, T_, C, cfg_.NH, stream_);
+  if (flash_) {
+    if constexpr (std::is_same_v<T, __nv_bfloat16>)
+      cuda::flash_attention_backward(dbig, b.att_delta.data(), dsmall, b.qkv.data() + l * N * 3 * C,
+                                     b.atty.data() + l * N * C, att_stats(l), B_, T_, C, cfg_.NH, stream_);
+  } else {
+    cuda::attention_backward(blas_, dbig, b.attn_ws.data(), dsmall, b.qkv.data() + l * N * 3 * C,
+                             b.att.data() + l * B_ * cfg_.NH * T_ * T_, B_, T_, C, cfg_.NH, stream_);
+  }
   cuda::linear_backward<T>(blas_, dsmall, dev<T>(g.qkv_w, {3 * C, C}, ug, "qkv_w"),
                            dev<T>(g.qkv_b, {3 * C}, ug, "qkv_b"), scratch, dbig, b.ln1.data() + l * N * C,
                            dev<T>(w.qkv_w, {3 * C, C}, uw, "qkv_w"), nullptr, N, C, 3 * C, stream_);

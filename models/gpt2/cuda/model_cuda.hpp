@@ -22,13 +22,16 @@ namespace orthoshard {
 template <typename T>
 class Gpt2CudaModel {
  public:
-  // `blas` serves this model's stream only (see cuda::Blas).
-  Gpt2CudaModel(Gpt2Config cfg, cuda::Blas& blas, cudaStream_t stream);
+  // `blas` serves this model's stream only (see cuda::Blas). `attention` picks the attention kernels (see
+  // AttentionKernels); Flash where they do not apply (an f32 model, another head size) is a UsageError.
+  Gpt2CudaModel(Gpt2Config cfg, cuda::Blas& blas, cudaStream_t stream,
+                AttentionKernels attention = AttentionKernels::Auto);
   ~Gpt2CudaModel();
   Gpt2CudaModel(const Gpt2CudaModel&) = delete;
   Gpt2CudaModel& operator=(const Gpt2CudaModel&) = delete;
 
   const Gpt2Config& config() const { return cfg_; }
+  bool flash_attention() const { return flash_; }  // the fused kernels run (else the cuBLAS GEMM path)
   cudaStream_t stream() const { return stream_; }
   // Sizes the activation buffers for (B, T); reallocates only when they change. T > maxT is an error.
   void set_batch(std::int64_t B, std::int64_t Tn);
@@ -65,6 +68,7 @@ class Gpt2CudaModel {
 
  private:
   struct Buffers;
+  float* att_stats(int layer);  // the flash forward's row statistics of a layer
 
   Gpt2Config cfg_;
   cuda::Blas& blas_;
@@ -72,6 +76,7 @@ class Gpt2CudaModel {
   std::int64_t B_ = 0, T_ = 0;
   std::unique_ptr<Buffers> buf_;
   bool have_targets_ = false, logits_are_grad_ = false;
+  bool flash_ = false;
 };
 
 extern template class Gpt2CudaModel<float>;
