@@ -2,8 +2,10 @@
 // a GPU gives; launch errors are reported; a deadlocking barrier or an unsupported shuffle stops the process with
 // a message; shared memory starts as garbage in every block; CUDA_EMU_ORDER=reverse exposes a missing
 // __syncthreads that the default order hides.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
+#include <mma.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -61,6 +63,44 @@ __global__ void stale_shared(unsigned* out) {
   __shared__ unsigned cell;
   if (blockIdx.x == 0) cell = 7u;
   else out[0] = cell;
+}
+
+// d (16x16, row-major) = a (row-major) · b + c (row-major), b stored column-major when b_col; one warp.
+__global__ void wmma_product(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, const float* c, bool b_col) {
+  namespace wmma = nvcuda::wmma;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  wmma::load_matrix_sync(fa, a, 16);
+  wmma::load_matrix_sync(acc, c, 16, wmma::mem_row_major);
+  if (b_col) {
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+    wmma::load_matrix_sync(fb, b, 16);
+    wmma::mma_sync(acc, fa, fb, acc);
+  } else {
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb;
+    wmma::load_matrix_sync(fb, b, 16);
+    wmma::mma_sync(acc, fa, fb, acc);
+  }
+  wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
+}
+
+// Lanes write a 16x16 shared tile (8 consecutive elements each), then load it as a fragment, with or without a
+// __syncwarp between, and store it to out.
+__global__ void wmma_after_lane_writes(float* out, bool sync) {
+  namespace wmma = nvcuda::wmma;
+  __shared__ __align__(32) float tile[256];
+  for (int i = 0; i < 8; ++i) tile[threadIdx.x * 8 + i] = static_cast<float>(threadIdx.x * 8 + i);
+  if (sync) __syncwarp();
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> f;
+  wmma::load_matrix_sync(f, tile, 16, wmma::mem_row_major);
+  wmma::store_matrix_sync(out, f, 16, wmma::mem_row_major);
+}
+
+__global__ void wmma_misaligned(float* out) {
+  namespace wmma = nvcuda::wmma;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> f;
+  wmma::fill_fragment(f, 1.f);
+  wmma::store_matrix_sync(out + 4, f, 16, wmma::mem_row_major);
 }
 
 std::vector<int> run_missing_barrier(int v) {
@@ -147,6 +187,68 @@ TEST(CudaEmu, ReverseOrderExposesAMissingBarrier) {
   int stale = 0;
   for (int i = 1; i < 64; ++i) stale += reverse[i] != 7;
   EXPECT_EQ(stale, 63) << "every reader ran before the writer";
+}
+
+TEST(CudaEmu, WmmaProductsMatchAHostProduct) {
+  // Small integers: every product and sum is exact in bf16 and fp32.
+  std::vector<__nv_bfloat16> a(256), b(256);
+  std::vector<float> c(256), want_row(256), want_col(256);
+  for (int i = 0; i < 256; ++i) {
+    a[i] = __float2bfloat16(static_cast<float>(i % 7 - 3));
+    b[i] = __float2bfloat16(static_cast<float>(i % 5 - 2));
+    c[i] = static_cast<float>(i % 3);
+  }
+  for (int m = 0; m < 16; ++m)
+    for (int n = 0; n < 16; ++n) {
+      float r = c[m * 16 + n], q = c[m * 16 + n];
+      for (int k = 0; k < 16; ++k) {
+        r += __bfloat162float(a[m * 16 + k]) * __bfloat162float(b[k * 16 + n]);  // b row-major: (k, n) at k·16 + n
+        q += __bfloat162float(a[m * 16 + k]) * __bfloat162float(b[n * 16 + k]);  // column-major: at n·16 + k
+      }
+      want_row[m * 16 + n] = r;
+      want_col[m * 16 + n] = q;
+    }
+  __nv_bfloat16 *da = nullptr, *db = nullptr;
+  float *dc = nullptr, *dd = nullptr;
+  ASSERT_EQ(cudaMalloc(&da, 512), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&db, 512), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dc, 1024), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dd, 1024), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(da, a.data(), 512, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(db, b.data(), 512, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dc, c.data(), 1024, cudaMemcpyHostToDevice), cudaSuccess);
+  for (const bool col : {false, true}) {
+    wmma_product<<<1, 32>>>(dd, da, db, dc, col);
+    std::vector<float> got(256);
+    ASSERT_EQ(cudaMemcpy(got.data(), dd, 1024, cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(got, col ? want_col : want_row) << (col ? "b column-major" : "b row-major");
+  }
+  cudaFree(da);
+  cudaFree(db);
+  cudaFree(dc);
+  cudaFree(dd);
+}
+
+TEST(CudaEmu, WmmaLoadWithoutSyncwarpSeesOtherLanesStale) {
+  float* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, 1024), cudaSuccess);
+  for (const bool sync : {true, false}) {
+    wmma_after_lane_writes<<<1, 32>>>(d, sync);
+    std::vector<float> got(256);
+    ASSERT_EQ(cudaMemcpy(got.data(), d, 1024, cudaMemcpyDeviceToHost), cudaSuccess);
+    int right = 0;
+    for (int i = 0; i < 256; ++i) right += got[i] == static_cast<float>(i);
+    if (sync) EXPECT_EQ(right, 256);
+    else EXPECT_LT(right, 256) << "without __syncwarp a load must not see every lane's writes";
+  }
+  cudaFree(d);
+}
+
+TEST(CudaEmuDeathTest, WmmaOnAMisalignedPointerStops) {
+  float* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, 2048), cudaSuccess);
+  EXPECT_DEATH(wmma_misaligned<<<1, 32>>>(d), "wmma::store_matrix_sync: the pointer is not 256-bit aligned");
+  cudaFree(d);
 }
 
 }  // namespace
