@@ -372,14 +372,14 @@ __global__ void __launch_bounds__(DkvLayout<HS>::kWarps * 32)
   write_rows<HS>(row + 2 * C, sst, L::kLdo, dvf, r, half, 1.f, key < Tn);
 }
 
-void check_args(const void* a, const void* b, const void* c, std::int64_t B, std::int64_t Tn, std::int64_t C,
-                std::int64_t NH) {
+// `a` and `b` are read 16 bytes at a time (qkv, and dout in the backward): they must be 16-byte aligned.
+void check_args(const void* a, const void* b, std::int64_t B, std::int64_t Tn, std::int64_t C, std::int64_t NH) {
   OS_CUDA_REQUIRE(B >= 0 && Tn >= 0 && C > 0 && NH > 0, "flash attention: bad shape");
   OS_CUDA_REQUIRE(flash_attention_supported(C, NH), "flash attention: the head size must be 16, 32, 64 or 128");
   OS_CUDA_REQUIRE(Tn <= (std::int64_t(1) << 24) && B * NH <= 0x7fffffff && B * Tn * 3 * C < (std::int64_t(1) << 62),
                   "flash attention: shape too large");
-  for (const void* p : {a, b, c})
-    OS_CUDA_REQUIRE(reinterpret_cast<std::uintptr_t>(p) % 16 == 0, "flash attention: tensors must be 16-byte aligned");
+  for (const void* p : {a, b})
+    OS_CUDA_REQUIRE(reinterpret_cast<std::uintptr_t>(p) % 16 == 0, "flash attention: qkv and dout must be 16-byte aligned");
 }
 
 template <int HS>
@@ -428,7 +428,7 @@ std::size_t flash_attention_stats_floats(std::int64_t B, std::int64_t Tn, std::i
 
 void flash_attention_forward(bf16* out, float* stats, const bf16* qkv, std::int64_t B, std::int64_t Tn,
                              std::int64_t C, std::int64_t NH, cudaStream_t stream) {
-  check_args(out, stats, qkv, B, Tn, C, NH);
+  check_args(qkv, qkv, B, Tn, C, NH);
   if (B * Tn == 0) return;
   switch (C / NH) {
     case 16: return forward_for<16>(out, stats, qkv, B, Tn, C, NH, stream);
@@ -441,7 +441,7 @@ void flash_attention_forward(bf16* out, float* stats, const bf16* qkv, std::int6
 void flash_attention_backward(bf16* dqkv, float* workspace, const bf16* dout, const bf16* qkv, const bf16* out,
                               const float* stats, std::int64_t B, std::int64_t Tn, std::int64_t C, std::int64_t NH,
                               cudaStream_t stream) {
-  check_args(dqkv, dout, qkv, B, Tn, C, NH);
+  check_args(qkv, dout, B, Tn, C, NH);
   if (B * Tn == 0) return;
   const std::int64_t rows = B * Tn * NH;
   const unsigned blocks = static_cast<unsigned>(std::min<std::int64_t>((rows + 255) / 256, std::int64_t(1) << 20));
