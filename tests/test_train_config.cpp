@@ -310,7 +310,7 @@ TEST(TrainConfig, OverrideRecognition) {
   EXPECT_FALSE(is_config_override("--.x"));
   EXPECT_FALSE(is_config_override("--x.=3"));
   const auto keys = train_config_keys();
-  EXPECT_EQ(keys.size(), 8u + 3u + 12u + 20u + 4u + 10u);
+  EXPECT_EQ(keys.size(), 8u + 3u + 12u + 20u + 4u + 11u);
   EXPECT_EQ(keys.front(), "model.init_from");
 }
 
