@@ -24,6 +24,8 @@
 #include <array>
 #include <chrono>
 #include <fstream>
+#include <functional>
+#include <map>
 
 namespace orthoshard {
 
@@ -310,7 +312,9 @@ int run_gpu_bench(const GpuBenchOptions& o) {
       m.zero(stream);
       v.zero(stream);
       cuda::convert(params.data(), master.data(), P, stream);
+      std::function<void(const char*)> phase;  // set for the profiled step only
       auto step = [&] {
+        if (phase) phase("inputs, zero gradients");
         grads.zero(stream);
         model.embedding_forward(embedding_weights(pl), inputs);
         for (int l = 0; l < cfg.L; ++l) model.block_forward(l, block_weights(pl, l));
@@ -319,8 +323,10 @@ int run_gpu_bench(const GpuBenchOptions& o) {
         for (int l = static_cast<int>(cfg.L) - 1; l >= 0; --l)
           model.block_backward(l, block_weights(pl, l), block_weights(gl, l));
         model.embedding_backward(embedding_weights(gl));
+        if (phase) phase("AdamW");
         cuda::adamw_update<bf16d>(master.data(), params.data(), grads.data(), m.data(), v.data(), P,
                                   cuda::adamw_scalars(3e-4, 0.9, 0.95, 1e-8, 0.1, ++t), stream);
+        if (phase) phase("loss to host");
         loss = model.mean_loss();  // the trainer reads each step's loss: part of the step
         stream.synchronize();
       };
@@ -333,6 +339,31 @@ int run_gpu_bench(const GpuBenchOptions& o) {
       }
       const double s = median(times);
       if (first_s == 0) first_s = s;
+      // One more step with an event at every phase change: where the step's GPU time goes (nsys does not run
+      // on the machines we borrow). Events cost a little; the timed steps above had none.
+      std::vector<cuda::Event> events;
+      std::vector<std::string> labels;
+      phase = [&](const char* what) {
+        if (labels.size() == events.size()) events.emplace_back(true);
+        events[labels.size()].record(stream);
+        labels.emplace_back(what);
+      };
+      model.set_phase_marker(phase);
+      step();
+      phase("end");
+      events[labels.size() - 1].synchronize();
+      model.set_phase_marker(nullptr);
+      phase = nullptr;
+      std::map<std::string, double> phase_ms;
+      double profiled_ms = 0;
+      for (std::size_t i = 0; i + 1 < labels.size(); ++i) {
+        const double ms = events[i + 1].elapsed_ms_since(events[i]);
+        phase_ms[labels[i]] += ms;
+        profiled_ms += ms;
+      }
+      std::vector<std::pair<double, std::string>> by_time;
+      for (const auto& [label, ms] : phase_ms) by_time.emplace_back(ms, label);
+      std::sort(by_time.rbegin(), by_time.rend());
       const double tok_s = static_cast<double>(N) / s;
       const double achieved = tok_s * flops_per_token;
       const char* name = kind == AttentionKernels::Flash ? "flash" : "gemm";
@@ -343,7 +374,14 @@ int run_gpu_bench(const GpuBenchOptions& o) {
                          : "",
                 model.activation_bytes() / double(1 << 30), loss,
                 s != first_s ? fmt::format("; {:.2f}x the first row's step time", s / first_s) : "");
-      model_rows.push_back({{"attention", name}, {"config", cfg.describe()}, {"B", B}, {"T", T}, {"parameters", P},
+      log::info("# where the {} attention step's GPU time goes (one step with events at phase changes, {:.2f} ms "
+                "from first to last event):", name, profiled_ms);
+      nlohmann::json phases = nlohmann::json::object();
+      for (const auto& [ms, label] : by_time) {
+        log::info("{:>26} {:>9.3f} ms {:>6.1f}%", label, ms, 100 * ms / profiled_ms);
+        phases[label] = ms;
+      }
+      model_rows.push_back({{"phases_ms", phases}, {"attention", name}, {"config", cfg.describe()}, {"B", B}, {"T", T}, {"parameters", P},
                             {"step_ms", s * 1e3}, {"tokens_per_s", tok_s}, {"tflops", achieved / 1e12},
                             {"ratio_to_gemm", achieved / gemm_bf16}, {"mfu_nominal", peak > 0 ? achieved / peak : 0.0},
                             {"activation_bytes", model.activation_bytes()}, {"loss", loss}});

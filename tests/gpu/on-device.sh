@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs orthoshard's GPU checks on the GPU machine from the kit made by tests/gpu/make-kit.sh; logs go to
 # $OUT (or ./gpu-logs). Prints a short summary last.
-#   on-device.sh tests   CUDA kernel tests; GPT-2 on the GPU against the CPU model and the shared reference;
+#   on-device.sh tests   CUDA kernel tests (the fused attention also under compute-sanitizer's racecheck and
+#                        memcheck); GPT-2 on the GPU against the CPU model and the shared reference;
 #                        device-buffer communicators at 1-4 ranks (NCCL needs a GPU per rank: on one GPU only
 #                        its 1-rank run does not skip); every optimizer trace through the GPU optimizer; the
 #                        trainer on the GPU against the CPU trainer, the reference and its own checkpoints
@@ -42,6 +43,14 @@ run_tests=0 run_bench=0
 [ "$mode" = bench ] || [ "$mode" = all ] && run_bench=1
 if [ $run_tests = 1 ]; then
 step cuda_kernels "$KIT/bin/test_cuda"
+# The fused attention kernels under compute-sanitizer: shared-memory races (racecheck; the emulator cannot see a
+# missing __syncwarp where a shuffle or a fragment operation sits between) and out-of-bounds accesses (memcheck).
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+if [ -x "$sanitizer" ]; then
+  for tool in racecheck memcheck; do
+    step "flash_$tool" "$sanitizer" --tool "$tool" --error-exitcode 1 "$KIT/bin/test_cuda" --gtest_filter='*FlashAttention*'
+  done
+fi
 step gpt2_cuda "$KIT/bin/test_gpt2_cuda"
 for np in 1 2 3 4; do step "device_comm_np$np" mpirun -np "$np" "$KIT/bin/test_device_comm"; done
 # Every optimizer trace through the GPU optimizer: bf16 Newton-Schulz (2e-2) and f32 (1e-4); NCCL at 1 rank,
@@ -103,6 +112,7 @@ if [ "$mode" = cpu ]; then
 fi
 if [ $run_tests = 1 ]; then
   echo "---- measured differences ----"; grep -h -E 'max relative' "$out"/train_cuda_np*.log | sort | uniq | head -20
+  echo "---- compute-sanitizer ----"; grep -H 'ERROR SUMMARY' "$out"/flash_*.log 2>/dev/null || echo "not run (no compute-sanitizer)"
 fi
 echo "---- summary ----"; printf '%s\n' "${summary[@]}"
 if [ -n "${OUT:-}" ]; then tar czf "$OUT/gpu-logs-$mode.tar.gz" -C "$root/gpu-logs" "$mode"; fi

@@ -157,6 +157,7 @@ template <typename T> void Gpt2CudaModel<T>::embedding_forward(const EmbeddingWe
   b.buckets = bk.buckets();
   have_targets_ = false;
   logits_are_grad_ = false;
+  mark("fwd embedding");
   cuda::embedding_forward(b.encoded.data(), b.inputs.data(), wte, wpe, B_, T_, C, stream_);
 }
 
@@ -177,10 +178,13 @@ template <typename T> void Gpt2CudaModel<T>::block_forward(int l, const BlockWei
   T* fch = b.fch.data() + l * N * 4 * C;
   T* gelu = b.fch_gelu.data() + l * N * 4 * C;
   T* out = b.encoded.data() + (l + 1) * N * C;
+  mark("fwd layernorm");
   cuda::layernorm_forward(ln1, s1, s1 + N, x, dev<T>(w.ln1_w, {C}, u, "ln1_w"), dev<T>(w.ln1_b, {C}, u, "ln1_b"), N,
                           C, stream_);
+  mark("fwd matmul");
   cuda::linear_forward<T>(blas_, qkv, nullptr, ln1, dev<T>(w.qkv_w, {3 * C, C}, u, "qkv_w"),
                           dev<T>(w.qkv_b, {3 * C}, u, "qkv_b"), N, C, 3 * C, stream_);
+  mark("fwd attention");
   if (flash_) {  // only ever set for bf16
     if constexpr (std::is_same_v<T, __nv_bfloat16>)
       cuda::flash_attention_forward(atty, att_stats(l), qkv, B_, T_, C, cfg_.NH, stream_);
@@ -188,15 +192,20 @@ template <typename T> void Gpt2CudaModel<T>::block_forward(int l, const BlockWei
     cuda::attention_forward(blas_, atty, b.att.data() + l * B_ * cfg_.NH * T_ * T_, b.attn_ws.data(), qkv, B_, T_, C,
                             cfg_.NH, stream_);
   }
+  mark("fwd matmul");
   cuda::linear_forward<T>(blas_, mid, nullptr, atty, dev<T>(w.attn_proj_w, {C, C}, u, "attn_proj_w"),
                           dev<T>(w.attn_proj_b, {C}, u, "attn_proj_b"), N, C, C, stream_);
+  mark("fwd residual");
   cuda::residual_add(mid, mid, x, N * C, stream_);
+  mark("fwd layernorm");
   cuda::layernorm_forward(ln2, s2, s2 + N, mid, dev<T>(w.ln2_w, {C}, u, "ln2_w"), dev<T>(w.ln2_b, {C}, u, "ln2_b"),
                           N, C, stream_);
+  mark("fwd matmul");
   cuda::linear_forward<T>(blas_, gelu, fch, ln2, dev<T>(w.fc_w, {4 * C, C}, u, "fc_w"),
                           dev<T>(w.fc_b, {4 * C}, u, "fc_b"), N, C, 4 * C, stream_);
   cuda::linear_forward<T>(blas_, out, nullptr, gelu, dev<T>(w.mlp_proj_w, {C, 4 * C}, u, "mlp_proj_w"),
                           dev<T>(w.mlp_proj_b, {C}, u, "mlp_proj_b"), N, 4 * C, C, stream_);
+  mark("fwd residual");
   cuda::residual_add(out, out, mid, N * C, stream_);
 }
 
@@ -206,13 +215,16 @@ template <typename T> void Gpt2CudaModel<T>::head_forward_async(const HeadWeight
   Buffers& b = *buf_;
   T* wte = dev<T>(w.wte, {Vp, C}, "head forward", "wte");
   float* s = b.lnf_stats.data();
+  mark("fwd layernorm");
   cuda::layernorm_forward(b.lnf.data(), s, s + N, b.encoded.data() + cfg_.L * N * C,
                           dev<T>(w.lnf_w, {C}, "head forward", "lnf_w"), dev<T>(w.lnf_b, {C}, "head forward", "lnf_b"),
                           N, C, stream_);
+  mark("fwd head matmul");
   cuda::gemm<T>(blas_, false, true, N, Vp, C, 1.f, b.lnf.data(), C, wte, C, 0.f, b.logits.data(), Vp, stream_);
   logits_are_grad_ = false;
   have_targets_ = targets.defined();
   if (!have_targets_) {
+    mark("fwd cross-entropy");
     cuda::cross_entropy_forward<T>(b.losses.data(), b.lse.data(), b.logits.data(), nullptr, N, V, Vp, stream_);
     return;
   }
@@ -220,6 +232,7 @@ template <typename T> void Gpt2CudaModel<T>::head_forward_async(const HeadWeight
   if (targets.dim(0) != B_ || targets.dim(1) != T_)
     throw UsageError(fmt::format("GPT-2 targets {} do not match the inputs (B={}, T={})", shape_str(targets.shape()),
                                  B_, T_));
+  mark("fwd cross-entropy");
   OS_CUDA_CHECK(cudaMemcpyAsync(b.targets.data(), targets.data<std::int32_t>(), static_cast<std::size_t>(N) * 4,
                                 cudaMemcpyHostToDevice, stream_));
   cuda::cross_entropy_forward<T>(b.losses.data(), b.lse.data(), b.logits.data(), b.targets.data(), N, V, Vp, stream_);
@@ -265,12 +278,15 @@ void Gpt2CudaModel<T>::head_backward(const HeadWeights& w, const HeadWeights& g,
   T* wte = dev<T>(w.wte, {Vp, C}, "head backward (weights)", "wte");
   T* dwte = dev<T>(g.wte, {Vp, C}, "head backward (gradients)", "wte");
   T* dlogits = b.logits.data();
+  mark("bwd cross-entropy");
   cuda::cross_entropy_backward_inplace<T>(dlogits, b.lse.data(), b.targets.data(),
                                           static_cast<float>(grad_scale / static_cast<double>(N)), N, V, Vp, stream_);
   logits_are_grad_ = true;
   // Only the first V columns carry gradient: dwte[:V] += dlogitsᵀ·lnf, dlnf = dlogits·wte[:V].
+  mark("bwd head matmul");
   cuda::gemm<T>(blas_, true, false, V, C, N, 1.f, dlogits, Vp, b.lnf.data(), C, 1.f, dwte, C, stream_);
   cuda::gemm<T>(blas_, false, false, N, C, V, 1.f, dlogits, Vp, wte, C, 0.f, b.dsmall.data(), C, stream_);
+  mark("bwd layernorm");
   b.dres.zero(stream_);
   const float* s = b.lnf_stats.data();
   cuda::layernorm_backward(b.dres.data(), dev<T>(g.lnf_w, {C}, "head backward (gradients)", "lnf_w"),
@@ -296,18 +312,22 @@ void Gpt2CudaModel<T>::block_backward(int l, const BlockWeights& w, const BlockW
   T* fch = b.fch.data() + l * N * 4 * C;
   T* gelu = b.fch_gelu.data() + l * N * 4 * C;
   // MLP half: x_out = mid + gelu(ln2(mid)·fcᵀ + b)·projᵀ + b; the GELU's backward fused into the first GEMM.
+  mark("bwd matmul");
   cuda::linear_backward<T>(blas_, dbig, dev<T>(g.mlp_proj_w, {C, 4 * C}, ug, "mlp_proj_w"),
                            dev<T>(g.mlp_proj_b, {C}, ug, "mlp_proj_b"), scratch, dres, gelu,
                            dev<T>(w.mlp_proj_w, {C, 4 * C}, uw, "mlp_proj_w"), fch, N, 4 * C, C, stream_);
   cuda::linear_backward<T>(blas_, dsmall, dev<T>(g.fc_w, {4 * C, C}, ug, "fc_w"), dev<T>(g.fc_b, {4 * C}, ug, "fc_b"),
                            scratch, dbig, b.ln2.data() + l * N * C, dev<T>(w.fc_w, {4 * C, C}, uw, "fc_w"), nullptr, N,
                            C, 4 * C, stream_);
+  mark("bwd layernorm");
   cuda::layernorm_backward(dres, dev<T>(g.ln2_w, {C}, ug, "ln2_w"), dev<T>(g.ln2_b, {C}, ug, "ln2_b"), scratch, dsmall,
                            b.mid.data() + l * N * C, dev<T>(w.ln2_w, {C}, uw, "ln2_w"), s2, s2 + N, N, C, stream_);
   // Attention half: mid = x + attn(ln1(x))·projᵀ + b.
+  mark("bwd matmul");
   cuda::linear_backward<T>(blas_, dsmall, dev<T>(g.attn_proj_w, {C, C}, ug, "attn_proj_w"),
                            dev<T>(g.attn_proj_b, {C}, ug, "attn_proj_b"), scratch, dres, b.atty.data() + l * N * C,
                            dev<T>(w.attn_proj_w, {C, C}, uw, "attn_proj_w"), nullptr, N, C, C, stream_);
+  mark("bwd attention");
   if (flash_) {
     if constexpr (std::is_same_v<T, __nv_bfloat16>)
       cuda::flash_attention_backward(dbig, b.att_delta.data(), dsmall, b.qkv.data() + l * N * 3 * C,
@@ -316,9 +336,11 @@ void Gpt2CudaModel<T>::block_backward(int l, const BlockWeights& w, const BlockW
     cuda::attention_backward(blas_, dbig, b.attn_ws.data(), dsmall, b.qkv.data() + l * N * 3 * C,
                              b.att.data() + l * B_ * cfg_.NH * T_ * T_, B_, T_, C, cfg_.NH, stream_);
   }
+  mark("bwd matmul");
   cuda::linear_backward<T>(blas_, dsmall, dev<T>(g.qkv_w, {3 * C, C}, ug, "qkv_w"),
                            dev<T>(g.qkv_b, {3 * C}, ug, "qkv_b"), scratch, dbig, b.ln1.data() + l * N * C,
                            dev<T>(w.qkv_w, {3 * C, C}, uw, "qkv_w"), nullptr, N, C, 3 * C, stream_);
+  mark("bwd layernorm");
   cuda::layernorm_backward(dres, dev<T>(g.ln1_w, {C}, ug, "ln1_w"), dev<T>(g.ln1_b, {C}, ug, "ln1_b"), scratch, dsmall,
                            b.encoded.data() + l * N * C, dev<T>(w.ln1_w, {C}, uw, "ln1_w"), s1, s1 + N, N, C, stream_);
 }
@@ -328,6 +350,7 @@ template <typename T> void Gpt2CudaModel<T>::embedding_backward(const EmbeddingW
   const std::int64_t C = cfg_.C;
   Buffers& b = *buf_;
   const cuda::EmbeddingBucketsView view{b.order.data(), b.starts.data(), b.bucket_token.data(), b.buckets};
+  mark("bwd embedding");
   cuda::embedding_backward(dev<T>(g.wte, {cfg_.Vp, C}, "embedding backward (gradients)", "wte"),
                            dev<T>(g.wpe, {cfg_.maxT, C}, "embedding backward (gradients)", "wpe"), b.dres.data(), view,
                            B_, T_, C, stream_);

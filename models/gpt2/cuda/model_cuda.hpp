@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -61,6 +62,10 @@ class Gpt2CudaModel {
   void block_backward(int layer, const BlockWeights& w, const BlockWeights& g);
   void embedding_backward(const EmbeddingWeights& g);
 
+  // Profiling (bench gpu): `mark(phase)` is called whenever the work the model queues next belongs to another
+  // phase ("fwd matmul", "bwd attention", ...), so the caller can record an event there. Empty: no calls.
+  void set_phase_marker(std::function<void(const char*)> mark) { mark_ = std::move(mark); }
+
   // Host copies of the last forward (synchronise the stream): logits (B, T, Vp) as f32 (until head_backward),
   // losses (B, T).
   std::vector<float> logits_to_host();
@@ -69,6 +74,10 @@ class Gpt2CudaModel {
  private:
   struct Buffers;
   float* att_stats(int layer);  // the flash forward's row statistics of a layer
+  void mark(const char* phase) {
+    if (mark_) mark_(phase);
+  }
+  std::function<void(const char*)> mark_;
 
   Gpt2Config cfg_;
   cuda::Blas& blas_;
