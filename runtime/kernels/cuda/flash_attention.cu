@@ -1,7 +1,8 @@
 // Fused causal attention (see flash_attention.hpp). Every block works on one (batch, head) and one tile of rows;
 // each warp owns 16 of those rows. Tensor-core products go through WMMA 16x16x16 fragments in shared memory
 // only (their register layout is unspecified, so nothing here depends on it): a warp stores a product to its
-// own scratch rows, its lanes then work on whole rows (two lanes per row, half the columns each), and write
+// own scratch rows, its lanes then work on whole rows (two lanes per row, even and odd columns: rows 8 apart
+// share banks, so shared-memory accesses conflict at most 2-way), and write
 // the bf16 operand of the next product back to shared memory. Shared memory stays under the 48 KiB a block may
 // have statically: at hs = 128 blocks have 2 warps and key tiles of 32.
 #include "runtime/kernels/cuda/flash_attention.hpp"
@@ -158,7 +159,7 @@ __global__ void __launch_bounds__(ForwardLayout<HS>::kWarps * 32)
     float mx = -INFINITY;
 #pragma unroll
     for (int j = 0; j < L::kTile / 2; ++j) {
-      const int c = half * (L::kTile / 2) + j, key = k0 + c;
+      const int c = 2 * j + half, key = k0 + c;
       s[j] = (key <= q && key < Tn) ? scratch[r * L::kLds + c] * scale_log2 : -INFINITY;
       mx = fmaxf(mx, s[j]);
     }
@@ -169,7 +170,7 @@ __global__ void __launch_bounds__(ForwardLayout<HS>::kWarps * 32)
 #pragma unroll
     for (int j = 0; j < L::kTile / 2; ++j) {
       const float p = mnew == -INFINITY ? 0.f : exp2f(s[j] - mnew);
-      sp[r * L::kLdp + half * (L::kTile / 2) + j] = __float2bfloat16_rn(p);
+      sp[r * L::kLdp + 2 * j + half] = __float2bfloat16_rn(p);
       sum += p;
     }
     sum += __shfl_xor_sync(kFull, sum, 1);
@@ -273,7 +274,7 @@ __global__ void __launch_bounds__(DqLayout<HS>::kWarps * 32)
     product_abt<HS, L::kTile / 16>(sdp, L::kLds, dof, sv, L::kLdh);  // dP = dO Vᵀ
     __syncwarp();
     for (int j = 0; j < L::kTile / 2; ++j) {
-      const int c = half * (L::kTile / 2) + j, key = k0 + c;
+      const int c = 2 * j + half, key = k0 + c;
       const bool live = key <= q && key < Tn && q < Tn;
       const float p = live ? exp2f(ss[r * L::kLds + c] * scale_log2 - lse) : 0.f;
       sds[r * L::kLdp + c] = __float2bfloat16_rn(p * (sdp[r * L::kLds + c] - dd) * scale);
@@ -355,7 +356,7 @@ __global__ void __launch_bounds__(DkvLayout<HS>::kWarps * 32)
     product_abt<HS, L::kTile / 16>(sdpt, L::kLds, vf, sdo, L::kLdh);  // dPᵀ = V dOᵀ
     __syncwarp();
     for (int j = 0; j < L::kTile / 2; ++j) {
-      const int c = half * (L::kTile / 2) + j, qq = qs + c;
+      const int c = 2 * j + half, qq = qs + c;
       const bool live = qq >= key && qq < Tn && key < Tn;
       const float p = live ? exp2f(sst[r * L::kLds + c] * scale_log2 - slse[c]) : 0.f;
       spt[r * L::kLdp + c] = __float2bfloat16_rn(p);
