@@ -377,7 +377,8 @@ __global__ void __launch_bounds__(DkvLayout<HS>::kWarps * 32)
 void check_args(const void* a, const void* b, std::int64_t B, std::int64_t Tn, std::int64_t C, std::int64_t NH) {
   OS_CUDA_REQUIRE(B >= 0 && Tn >= 0 && C > 0 && NH > 0, "flash attention: bad shape");
   OS_CUDA_REQUIRE(flash_attention_supported(C, NH), "flash attention: the head size must be 16, 32, 64 or 128");
-  OS_CUDA_REQUIRE(Tn <= (std::int64_t(1) << 24) && B * NH <= 0x7fffffff && B * Tn * 3 * C < (std::int64_t(1) << 62),
+  // Row tiles (32 or more rows) run along gridDim.y, at most 65535 of them.
+  OS_CUDA_REQUIRE(Tn <= std::int64_t(65535) * 32 && B * NH <= 0x7fffffff && B * Tn * 3 * C < (std::int64_t(1) << 62),
                   "flash attention: shape too large");
   for (const void* p : {a, b})
     OS_CUDA_REQUIRE(reinterpret_cast<std::uintptr_t>(p) % 16 == 0, "flash attention: qkv and dout must be 16-byte aligned");
