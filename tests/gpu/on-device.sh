@@ -7,6 +7,8 @@
 #                        its 1-rank run does not skip); every optimizer trace through the GPU optimizer; the
 #                        trainer on the GPU against the CPU trainer, the reference and its own checkpoints
 #   on-device.sh bench   `orthoshard bench gpu`, the PyTorch peer (eager, torch.compile), the trainer on 124M
+#   on-device.sh profile Nsight Compute on the fused attention kernels (speed of light, occupancy) and the
+#                        GPT-2 124M step's time by phase, with each attention path, at B=8 and B=16
 #   on-device.sh cpu     CPU overlap where cores are free (that machine has 16): `bench comm --overlap` and
 #                        `bench train` at 2 ranks
 #   on-device.sh [all]   tests and bench (longer than one 10-minute device command)
@@ -14,8 +16,8 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-mode=${1:-all}  # tests | bench | cpu | all (one device command runs at most 10 minutes: call tests, then bench)
-case $mode in tests | bench | cpu | all) ;; *) echo "usage: on-device.sh tests|bench|cpu|all" >&2; exit 2 ;; esac
+mode=${1:-all}  # tests | bench | profile | cpu | all (one device command runs at most 10 minutes: call tests, then bench)
+case $mode in tests | bench | profile | cpu | all) ;; *) echo "usage: on-device.sh tests|bench|profile|cpu|all" >&2; exit 2 ;; esac
 out=$root/gpu-logs/$mode
 rm -rf "$out"
 mkdir -p "$out"
@@ -90,6 +92,17 @@ step train_124m "$KIT/bin/orthoshard" train --config launch/configs/gpt2-124m.to
   --train.steps=30 --train.batch_size=8 --train.grad_accum=1 --train.log_every=5 --train.warmup_steps=0 \
   --train.metrics="$out/train_124m.jsonl" --checkpoint.every=0 --checkpoint.resume=none
 fi
+if [ "$mode" = profile ]; then
+# ncu (no nsys reports on these machines): each flash kernel's first three launches of the attention benchmark
+# (GPT-2 124M's shapes, B=8, T=1024), with the clocks left alone.
+ncu_bin=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+step ncu_flash timeout 300 "$ncu_bin" --clock-control none --kernel-name regex:flash_ --launch-count 9 \
+  --section SpeedOfLight --section Occupancy --section LaunchStats \
+  "$KIT/bin/orthoshard" bench gpu --what attention --repeats 1 --gemm-size 4096
+for b in 8 16; do
+  step "phases_b$b" "$KIT/bin/orthoshard" bench gpu --what gemm,model --B "$b" --repeats 5 --json "$out/phases_b$b.json"
+done
+fi
 if [ "$mode" = cpu ]; then
 # Issue 6's overlap where cores are free: one BLAS thread per rank leaves 14 of the 16 cores idle.
 step cpu_overlap env OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 mpirun -np 2 "$KIT/bin/orthoshard" bench comm \
@@ -106,6 +119,12 @@ if [ $run_bench = 1 ]; then
   echo "---- bench gpu ----"; grep -v '^#' "$out/bench_gpu.log" | tail -30
   echo "---- pytorch peer ----"; tail -8 "$out/torch_peer.log"
   echo "---- trainer, GPT-2 124M ----"; grep -E 'memory|step +(5|30)/|done:' "$out/train_124m.log" | tail -6
+fi
+if [ "$mode" = profile ]; then
+  echo "---- ncu, fused attention ----"
+  grep -E 'flash_[a-z_]+_kernel<|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per' \
+    "$out/ncu_flash.log" | head -60
+  for b in 8 16; do echo "---- step by phase, B=$b ----"; grep -v '^#' "$out/phases_b$b.log" | tail -40; done
 fi
 if [ "$mode" = cpu ]; then
   for f in cpu_overlap cpu_train_smoke cpu_train_l12; do echo "---- $f ----"; grep -v builtin "$out/$f.log" | tail -7; done
