@@ -246,10 +246,13 @@ int run_gpu_bench(const GpuBenchOptions& o) {
                 B, T, C, NH);
       log::info("{:>20} {:>10} {:>10} {:>8}", "", "ms", "TFLOP/s", "ratio");
       const double gr = gemm_bf16 > 0 ? gemm_bf16 : 1;
-      log::info("{:>20} {:>10.3f} {:>10.1f} {:>8.3f}", "flash forward", f_fwd, fwd_flops / f_fwd / 1e9, fwd_flops / f_fwd / 1e-3 / gr);
-      log::info("{:>20} {:>10.3f} {:>10.1f} {:>8.3f}", "flash backward", f_bwd, bwd_flops / f_bwd / 1e9, bwd_flops / f_bwd / 1e-3 / gr);
-      log::info("{:>20} {:>10.3f} {:>10.1f} {:>8.3f}", "gemm forward", g_fwd, fwd_flops / g_fwd / 1e9, fwd_flops / g_fwd / 1e-3 / gr);
-      log::info("{:>20} {:>10.3f} {:>10.1f} {:>8.3f}", "gemm backward", g_bwd, bwd_flops / g_bwd / 1e9, bwd_flops / g_bwd / 1e-3 / gr);
+      const auto row = [&](const char* what, double ms, double flops) {
+        log::info("{:>20} {:>10.3f} {:>10.1f} {:>8.3f}", what, ms, flops / ms / 1e9, flops / (ms * 1e-3) / gr);
+      };
+      row("flash forward", f_fwd, fwd_flops);
+      row("flash backward", f_bwd, bwd_flops);
+      row("gemm forward", g_fwd, fwd_flops);
+      row("gemm backward", g_bwd, bwd_flops);
       log::info("attention: flash takes {:.2f}x the GEMM path's forward time and {:.2f}x its backward time; outputs "
                 "differ by {:.2g}, gradients by {:.2g} (max |diff| / max |value|)",
                 f_fwd / g_fwd, f_bwd / g_bwd, diff_out, diff_grad);
@@ -381,7 +384,8 @@ int run_gpu_bench(const GpuBenchOptions& o) {
         log::info("{:>26} {:>9.3f} ms {:>6.1f}%", label, ms, 100 * ms / profiled_ms);
         phases[label] = ms;
       }
-      model_rows.push_back({{"phases_ms", phases}, {"attention", name}, {"config", cfg.describe()}, {"B", B}, {"T", T}, {"parameters", P},
+      model_rows.push_back({{"phases_ms", phases}, {"attention", name}, {"config", cfg.describe()}, {"B", B},
+                            {"T", T}, {"parameters", P},
                             {"step_ms", s * 1e3}, {"tokens_per_s", tok_s}, {"tflops", achieved / 1e12},
                             {"ratio_to_gemm", achieved / gemm_bf16}, {"mfu_nominal", peak > 0 ? achieved / peak : 0.0},
                             {"activation_bytes", model.activation_bytes()}, {"loss", loss}});

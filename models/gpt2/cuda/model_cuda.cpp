@@ -133,7 +133,8 @@ template <typename T> float* Gpt2CudaModel<T>::att_stats(int l) {
 template <typename T> std::size_t Gpt2CudaModel<T>::activation_bytes() const {
   const Buffers& b = *buf_;
   return b.encoded.bytes() + b.ln1.bytes() + b.ln2.bytes() + b.ln1_stats.bytes() + b.ln2_stats.bytes() +
-         b.qkv.bytes() + b.att.bytes() + b.att_stats.bytes() + b.att_delta.bytes() + b.atty.bytes() + b.mid.bytes() + b.fch.bytes() + b.fch_gelu.bytes() +
+         b.qkv.bytes() + b.att.bytes() + b.att_stats.bytes() + b.att_delta.bytes() + b.atty.bytes() + b.mid.bytes() +
+         b.fch.bytes() + b.fch_gelu.bytes() +
          b.lnf.bytes() + b.lnf_stats.bytes() + b.logits.bytes() + b.lse.bytes() + b.losses.bytes() + b.dres.bytes() +
          b.dsmall.bytes() + b.dbig.bytes() + b.scratch.bytes() + b.attn_ws.bytes();
 }
