@@ -213,6 +213,47 @@ TEST(Gpt2Cuda, AttentionKernelsAreChosenAndRefusedByName) {
   }
 }
 
+TEST(Gpt2Cuda, PhaseMarkersCoverEveryLayerAndChangeNothing) {
+  SKIP_WITHOUT_GPU();
+  const Gpt2Config cfg = small_config();
+  const Gpt2Params p64 = random_params(cfg);
+  Tensor inputs = Tensor::empty({2, 9}, DType::I32), targets = Tensor::empty({2, 9}, DType::I32);
+  for (std::int64_t i = 0; i < 18; ++i) {
+    inputs.data<std::int32_t>()[i] = static_cast<std::int32_t>((i * 31 + 7) % cfg.V);
+    targets.data<std::int32_t>()[i] = static_cast<std::int32_t>((i * 17 + 3) % cfg.V);
+  }
+  DeviceParams<__nv_bfloat16> p(p64);
+  auto pl = [&](const std::string& n) { return p.get(n); };
+  cuda::Stream stream;
+  cuda::Blas blas;
+  std::vector<double> losses;
+  std::map<std::string, int> seen;
+  for (const bool marked : {false, true}) {
+    DeviceParams<__nv_bfloat16> g(Gpt2Params::zeros(cfg, DType::F32));
+    auto gl = [&](const std::string& n) { return g.get(n); };
+    Gpt2CudaModel<__nv_bfloat16> m(cfg, blas, stream);
+    if (marked) m.set_phase_marker([&](const char* phase) { ++seen[phase]; });
+    m.embedding_forward(embedding_weights(pl), inputs);
+    for (int l = 0; l < cfg.L; ++l) m.block_forward(l, block_weights(pl, l));
+    losses.push_back(m.head_forward(head_weights(pl), targets));
+    m.head_backward(head_weights(pl), head_weights(gl));
+    for (int l = static_cast<int>(cfg.L) - 1; l >= 0; --l) m.block_backward(l, block_weights(pl, l), block_weights(gl, l));
+    m.embedding_backward(embedding_weights(gl));
+    stream.synchronize();
+  }
+  EXPECT_EQ(losses[0], losses[1]) << "the markers changed the computation";
+  const int L = static_cast<int>(cfg.L);
+  EXPECT_EQ(seen["fwd attention"], L);
+  EXPECT_EQ(seen["bwd attention"], L);
+  EXPECT_EQ(seen["fwd matmul"], 3 * L);
+  EXPECT_EQ(seen["bwd matmul"], 3 * L);
+  EXPECT_EQ(seen["fwd layernorm"], 2 * L + 1);
+  EXPECT_EQ(seen["bwd layernorm"], 2 * L + 1);
+  for (const char* once : {"fwd embedding", "fwd head matmul", "fwd cross-entropy", "bwd cross-entropy",
+                           "bwd head matmul", "bwd embedding"})
+    EXPECT_EQ(seen[once], 1) << once;
+}
+
 TEST(Gpt2Cuda, BadInputsNameTheProblem) {
   SKIP_WITHOUT_GPU();
   const Gpt2Config cfg = small_config();
