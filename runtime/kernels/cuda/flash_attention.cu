@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 
 namespace orthoshard::cuda {
 
@@ -89,14 +90,15 @@ __device__ __forceinline__ void accumulate_ab(FragC (&acc)[HS / 16], const bf16*
 }
 
 // Stores a warp's 16 x HS fragments to `scratch` (leading dimension ld) and writes the lane's half row `r` to
-// dst[c] = scratch[r][c] · factor for its HS/2 columns. The caller has __syncwarp'ed since `scratch` was last read.
+// dst[c] = scratch[r][c] · factor for its HS/2 columns; dst null (a row past T): nothing. The caller has
+// __syncwarp'ed since `scratch` was last read.
 template <int HS>
 __device__ __forceinline__ void write_rows(bf16* dst, float* scratch, int ld, const FragC (&acc)[HS / 16], int r,
-                                           int half, float factor, bool write) {
+                                           int half, float factor) {
 #pragma unroll
   for (int i = 0; i < HS / 16; ++i) wmma::store_matrix_sync(scratch + i * 16, acc[i], ld, wmma::mem_row_major);
   __syncwarp();
-  if (!write) return;
+  if (dst == nullptr) return;
   for (int c = half * (HS / 2); c < (half + 1) * (HS / 2); ++c) dst[c] = __float2bfloat16_rn(scratch[r * ld + c] * factor);
 }
 
@@ -191,7 +193,8 @@ __global__ void __launch_bounds__(ForwardLayout<HS>::kWarps * 32)
     accumulate_ab<HS, L::kTile / 16>(of, sp, L::kLdp, sv, L::kLdh);
   }
   __syncwarp();
-  write_rows<HS>(out + (std::int64_t(b) * Tn + q) * C + h * HS, scratch, L::kLdo, of, r, half, 1.f / l, q < Tn);
+  write_rows<HS>(q < Tn ? out + (std::int64_t(b) * Tn + q) * C + h * HS : nullptr, scratch, L::kLdo, of, r, half,
+                 1.f / l);
   if (q < Tn && half == 0) stats[std::int64_t(bh) * Tn + q] = m + log2f(l);
 }
 
@@ -212,21 +215,29 @@ __global__ void row_dot_kernel(float* delta, const bf16* dout, const bf16* out, 
   }
 }
 
-template <int HS> struct DqLayout {
+// What both backward kernels share: 16·kWarps rows per block (queries for dQ, keys for dK/dV), tiles of kTile
+// rows of the other side, and region A at the start of shared memory: first the block's two input tiles (Q and
+// dO, or K and V) until they are in fragments, then per warp two 16 x kTile float products, at the end the
+// warp's 16 output rows.
+template <int HS> struct BackwardShape {
   static constexpr int kWarps = Shape<HS>::kWarps, kTile = Shape<HS>::kBackwardTile;
   static constexpr int kRows = 16 * kWarps;
   static constexpr int kLdh = HS + 8, kLds = kTile + 4, kLdp = kTile + 8, kLdo = HS + 4;
-  // Per warp, after the Q and dO tiles are in fragments: the scores and dP (16 x kLds each), at the end dQ.
   static constexpr int kWarpFloats = cmax(2 * 16 * kLds, 16 * kLdo);
   static constexpr std::size_t kA = 0;
-  static constexpr std::size_t kK =
-      kA + std::size_t(cmax(2 * kRows * kLdh * 2, kWarps * kWarpFloats * 4));  // bytes of region A
-  static constexpr std::size_t kV = kK + std::size_t(kTile) * kLdh * 2;
-  static constexpr std::size_t kDs = kV + std::size_t(kTile) * kLdh * 2;
-  static constexpr std::size_t kBytes = kDs + std::size_t(kWarps) * 16 * kLdp * 2;
-  static_assert(kBytes <= kMaxStaticShared, "dQ tiles exceed static shared memory");
-  static_assert(aligned32(kK) && aligned32(kV) && aligned32(kDs) && aligned32(std::size_t(kRows) * kLdh * 2),
+  static constexpr std::size_t kTileBytes = std::size_t(kTile) * kLdh * 2;  // one bf16 tile of the other side
+  static constexpr std::size_t kABytes = std::size_t(cmax(2 * kRows * kLdh * 2, kWarps * kWarpFloats * 4));
+  static_assert(aligned32(kABytes) && aligned32(kTileBytes) && aligned32(std::size_t(kRows) * kLdh * 2),
                 "WMMA needs 256-bit aligned tiles");
+};
+
+template <int HS> struct DqLayout : BackwardShape<HS> {
+  using S = BackwardShape<HS>;
+  static constexpr std::size_t kK = S::kABytes;
+  static constexpr std::size_t kV = kK + S::kTileBytes;
+  static constexpr std::size_t kDs = kV + S::kTileBytes;  // per warp dS (16 x kLdp bf16)
+  static constexpr std::size_t kBytes = kDs + std::size_t(S::kWarps) * 16 * S::kLdp * 2;
+  static_assert(kBytes <= kMaxStaticShared, "dQ tiles exceed static shared memory");
 };
 
 // dQ for one query tile: grid (B·NH, query tiles), the tiles with the most keys first.
@@ -283,25 +294,18 @@ __global__ void __launch_bounds__(DqLayout<HS>::kWarps * 32)
     accumulate_ab<HS, L::kTile / 16>(dqf, sds, L::kLdp, sk, L::kLdh);  // dQ += dS K
   }
   __syncwarp();
-  write_rows<HS>(dqkv + (std::int64_t(b) * Tn + q) * C3 + h * HS, ss, L::kLdo, dqf, r, half, 1.f, q < Tn);
+  write_rows<HS>(q < Tn ? dqkv + (std::int64_t(b) * Tn + q) * C3 + h * HS : nullptr, ss, L::kLdo, dqf, r, half, 1.f);
 }
 
-template <int HS> struct DkvLayout {
-  static constexpr int kWarps = Shape<HS>::kWarps, kTile = Shape<HS>::kBackwardTile;
-  static constexpr int kRows = 16 * kWarps;  // keys per block
-  static constexpr int kLdh = HS + 8, kLds = kTile + 4, kLdp = kTile + 8, kLdo = HS + 4;
-  // Per warp, after the K and V tiles are in fragments: Sᵀ and dPᵀ (16 x kLds each), at the end dK, then dV.
-  static constexpr int kWarpFloats = cmax(2 * 16 * kLds, 16 * kLdo);
-  static constexpr std::size_t kA = 0;
-  static constexpr std::size_t kQ = kA + std::size_t(cmax(2 * kRows * kLdh * 2, kWarps * kWarpFloats * 4));
-  static constexpr std::size_t kDo = kQ + std::size_t(kTile) * kLdh * 2;
-  static constexpr std::size_t kStats = kDo + std::size_t(kTile) * kLdh * 2;  // the tile's lse, then delta
-  static constexpr std::size_t kP = kStats + std::size_t(2 * kTile) * 4;       // per warp Pᵀ, then dSᵀ
-  static constexpr std::size_t kBytes = kP + std::size_t(kWarps) * 2 * 16 * kLdp * 2;
+template <int HS> struct DkvLayout : BackwardShape<HS> {
+  using S = BackwardShape<HS>;
+  static constexpr std::size_t kQ = S::kABytes;
+  static constexpr std::size_t kDo = kQ + S::kTileBytes;
+  static constexpr std::size_t kStats = kDo + S::kTileBytes;                // the tile's lse, then delta
+  static constexpr std::size_t kP = kStats + std::size_t(2 * S::kTile) * 4;  // per warp Pᵀ, then dSᵀ
+  static constexpr std::size_t kBytes = kP + std::size_t(S::kWarps) * 2 * 16 * S::kLdp * 2;
   static_assert(kBytes <= kMaxStaticShared, "dK/dV tiles exceed static shared memory");
-  static_assert(aligned32(kQ) && aligned32(kDo) && aligned32(kStats) && aligned32(kP) &&
-                    aligned32(std::size_t(kRows) * kLdh * 2),
-                "WMMA needs 256-bit aligned tiles");
+  static_assert(aligned32(kStats) && aligned32(kP), "WMMA needs 256-bit aligned tiles");
 };
 
 // dK and dV for one key tile: grid (B·NH, key tiles), the tiles with the most queries (the first) first.
@@ -367,20 +371,21 @@ __global__ void __launch_bounds__(DkvLayout<HS>::kWarps * 32)
     accumulate_ab<HS, L::kTile / 16>(dkf, sdst, L::kLdp, sq, L::kLdh);  // dK += dSᵀ Q
   }
   __syncwarp();
-  bf16* row = dqkv + (std::int64_t(b) * Tn + key) * C3 + h * HS;
-  write_rows<HS>(row + C, sst, L::kLdo, dkf, r, half, 1.f, key < Tn);
+  bf16* row = key < Tn ? dqkv + (std::int64_t(b) * Tn + key) * C3 + h * HS : nullptr;
+  write_rows<HS>(row ? row + C : nullptr, sst, L::kLdo, dkf, r, half, 1.f);
   __syncwarp();
-  write_rows<HS>(row + 2 * C, sst, L::kLdo, dvf, r, half, 1.f, key < Tn);
+  write_rows<HS>(row ? row + 2 * C : nullptr, sst, L::kLdo, dvf, r, half, 1.f);
 }
 
-// `a` and `b` are read 16 bytes at a time (qkv, and dout in the backward): they must be 16-byte aligned.
-void check_args(const void* a, const void* b, std::int64_t B, std::int64_t Tn, std::int64_t C, std::int64_t NH) {
+// `vectors` are read 16 bytes at a time (qkv, and dout in the backward): they must be 16-byte aligned.
+void check_args(std::initializer_list<const void*> vectors, std::int64_t B, std::int64_t Tn, std::int64_t C,
+                std::int64_t NH) {
   OS_CUDA_REQUIRE(B >= 0 && Tn >= 0 && C > 0 && NH > 0, "flash attention: bad shape");
   OS_CUDA_REQUIRE(flash_attention_supported(C, NH), "flash attention: the head size must be 16, 32, 64 or 128");
   // Row tiles (32 or more rows) run along gridDim.y, at most 65535 of them.
   OS_CUDA_REQUIRE(Tn <= std::int64_t(65535) * 32 && B * NH <= 0x7fffffff && B * Tn * 3 * C < (std::int64_t(1) << 62),
                   "flash attention: shape too large");
-  for (const void* p : {a, b})
+  for (const void* p : vectors)
     OS_CUDA_REQUIRE(reinterpret_cast<std::uintptr_t>(p) % 16 == 0, "flash attention: qkv and dout must be 16-byte aligned");
 }
 
@@ -430,7 +435,7 @@ std::size_t flash_attention_stats_floats(std::int64_t B, std::int64_t Tn, std::i
 
 void flash_attention_forward(bf16* out, float* stats, const bf16* qkv, std::int64_t B, std::int64_t Tn,
                              std::int64_t C, std::int64_t NH, cudaStream_t stream) {
-  check_args(qkv, qkv, B, Tn, C, NH);
+  check_args({qkv}, B, Tn, C, NH);
   if (B * Tn == 0) return;
   switch (C / NH) {
     case 16: return forward_for<16>(out, stats, qkv, B, Tn, C, NH, stream);
@@ -443,7 +448,7 @@ void flash_attention_forward(bf16* out, float* stats, const bf16* qkv, std::int6
 void flash_attention_backward(bf16* dqkv, float* workspace, const bf16* dout, const bf16* qkv, const bf16* out,
                               const float* stats, std::int64_t B, std::int64_t Tn, std::int64_t C, std::int64_t NH,
                               cudaStream_t stream) {
-  check_args(qkv, dout, B, Tn, C, NH);
+  check_args({qkv, dout}, B, Tn, C, NH);
   if (B * Tn == 0) return;
   const std::int64_t rows = B * Tn * NH;
   const unsigned blocks = static_cast<unsigned>(std::min<std::int64_t>((rows + 255) / 256, std::int64_t(1) << 20));
