@@ -287,7 +287,8 @@ OS_TEST(CudaRuntime, StagedCopiesRoundTrip) {
   StagedCopier copier(4096);
   const std::size_t bytes = 4096 * 3 + 1234;
   std::vector<std::uint8_t> src(bytes), back(bytes, 0);
-  for (std::size_t i = 0; i < bytes; ++i) src[i] = static_cast<std::uint8_t>(i * 131 + 7);
+  // Not periodic in the chunk size: a chunk copied from a slot that already holds a later chunk must differ.
+  for (std::size_t i = 0; i < bytes; ++i) src[i] = static_cast<std::uint8_t>((i * 2654435761ull) >> 24);
   const std::vector<std::uint8_t> expect = src;
   DeviceBuffer<std::uint8_t> d(bytes);
   copier.to_device(d.data(), src.data(), bytes, s);

@@ -1,9 +1,9 @@
 // CUDA kernel emulation on the CPU: force-included (-include) into the project's .cu files when they are
 // compiled as C++ for the emulated build (ORTHOSHARD_CUDA=EMULATE; see tests/cuda_emu/CMakeLists.txt). The
 // launches `k<<<grid, block, smem, stream>>>(args)` are first rewritten (rewrite_launches.cmake) to
-// `::cuda_emu::Launch(grid, block, smem, stream)([](auto... a) { k(a...); }, args)`. Each CUDA thread of a
-// block runs as a fiber; blocks run one after another on the calling thread, so a launch has finished when it
-// returns. __syncthreads and warp shuffles are barriers between the fibers; a barrier that can never complete
+// `::cuda_emu::Launch(grid, block, smem, stream)([](auto... a) { k(a...); }, args)`. A launch is queued on its
+// stream (emu_streams.hpp); when it runs, each CUDA thread of a block runs as a fiber, blocks one after another
+// on the thread that needs the result. __syncthreads and warp shuffles are barriers between the fibers; a barrier that can never complete
 // (divergent __syncthreads, a shuffle across an exited or missing lane) stops the process with a message
 // instead of hanging.
 #pragma once
@@ -45,9 +45,9 @@ const unsigned char* warp_gather(const void* value, std::size_t bytes, const cha
 // Stops the process with `what` and the block and thread running now.
 [[noreturn]] void kernel_error(const std::string& what);
 
-// Runs `body` once per thread of the grid; returns the launch's error (invalid configuration) or cudaSuccess.
-cudaError_t run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stream,
-                     const std::function<void()>& body);
+// Queues the grid on `stream` (emu_streams.hpp): when it runs, `body` runs once per thread of the grid. Returns
+// the launch's error (invalid configuration) or cudaSuccess.
+cudaError_t run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stream, std::function<void()> body);
 
 struct Launch {
   dim3 grid, block;
@@ -55,11 +55,12 @@ struct Launch {
   cudaStream_t stream;
   Launch(dim3 g, dim3 b, std::size_t s = 0, cudaStream_t st = nullptr) : grid(g), block(b), smem(s), stream(st) {}
   // `call` forwards by-value copies of the arguments to the kernel (a generic lambda written by the rewrite, so
-  // the kernel's template arguments are deduced as nvcc deduces them); every thread gets its own copies.
+  // the kernel's template arguments are deduced as nvcc deduces them); the launch keeps the arguments' values
+  // from the call, and every thread gets its own copies.
   template <typename F, typename... A>
   void operator()(F call, A&&... args) const {
-    const std::tuple<std::decay_t<A>...> params(std::forward<A>(args)...);
-    run_grid(grid, block, smem, stream, [&] { std::apply(call, params); });
+    std::tuple<std::decay_t<A>...> params(std::forward<A>(args)...);
+    run_grid(grid, block, smem, stream, [call, params = std::move(params)] { std::apply(call, params); });
   }
 };
 

@@ -1,12 +1,15 @@
 // Emulated cuBLAS, cuBLASLt and cuSOLVER: the calls the project makes, computed on the CPU with the semantics the
 // NVIDIA documentation gives them (column-major; fp32 accumulation; C is not read when beta = 0; bf16 results
 // rounded to nearest even once). These check the code around the library calls (shapes, leading dimensions,
-// transposes, epilogue buffers), not the libraries themselves.
+// transposes, epilogue buffers), not the libraries themselves. The work of a call is queued on the handle's
+// stream (emu_streams.hpp); the argument checks and host scalars are taken at the call, as the libraries do.
 #include <cblas.h>
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cusolverDn.h>
+
+#include "emu_streams.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -134,7 +137,7 @@ const char* CUBLASWINAPI cublasGetStatusString(cublasStatus_t s) {
   }
 }
 
-cublasStatus_t CUBLASWINAPI cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t transa,
+cublasStatus_t CUBLASWINAPI cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t transa,
                                                        cublasOperation_t transb, int m, int n, int k, const void* alpha,
                                                        const void* A, cudaDataType Atype, int lda, long long strideA,
                                                        const void* B, cudaDataType Btype, int ldb, long long strideB,
@@ -150,14 +153,16 @@ cublasStatus_t CUBLASWINAPI cublasGemmStridedBatchedEx(cublasHandle_t, cublasOpe
   if (!dims_ok(ta, tb, m, n, k, lda, ldb, ldc) || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   const std::size_t ea = Atype == CUDA_R_32F ? 4 : 2, eb = Btype == CUDA_R_32F ? 4 : 2, ec = Ctype == CUDA_R_32F ? 4 : 2;
-  for (int i = 0; i < batch; ++i) {
-    const char* a = static_cast<const char*>(A) + i * strideA * static_cast<long long>(ea);
-    const char* b = static_cast<const char*>(B) + i * strideB * static_cast<long long>(eb);
-    char* c = static_cast<char*>(C) + i * strideC * static_cast<long long>(ec);
-    const std::vector<float> acc = product(ta, tb, m, n, k, al, a, Atype, lda, b, Btype, ldb, be, c, Ctype, ldc);
-    for (int j = 0; j < n; ++j)
-      for (int r = 0; r < m; ++r) store(c, Ctype, r + std::int64_t(j) * ldc, acc[static_cast<std::size_t>(r + j * m)]);
-  }
+  cuda_emu::enqueue(h->stream, "a cuBLAS GEMM", [=] {
+    for (int i = 0; i < batch; ++i) {
+      const char* a = static_cast<const char*>(A) + i * strideA * static_cast<long long>(ea);
+      const char* b = static_cast<const char*>(B) + i * strideB * static_cast<long long>(eb);
+      char* c = static_cast<char*>(C) + i * strideC * static_cast<long long>(ec);
+      const std::vector<float> acc = product(ta, tb, m, n, k, al, a, Atype, lda, b, Btype, ldb, be, c, Ctype, ldc);
+      for (int j = 0; j < n; ++j)
+        for (int r = 0; r < m; ++r) store(c, Ctype, r + std::int64_t(j) * ldc, acc[static_cast<std::size_t>(r + j * m)]);
+    }
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -170,18 +175,21 @@ cublasStatus_t CUBLASWINAPI cublasGemmEx(cublasHandle_t h, cublasOperation_t tra
                                     Ctype, ldc, 0, 1, compute, algo);
 }
 
-cublasStatus_t CUBLASWINAPI cublasSsyrk_v2(cublasHandle_t, cublasFillMode_t uplo, cublasOperation_t trans, int n, int k,
+cublasStatus_t CUBLASWINAPI cublasSsyrk_v2(cublasHandle_t h, cublasFillMode_t uplo, cublasOperation_t trans, int n, int k,
                                            const float* alpha, const float* A, int lda, const float* beta, float* C,
                                            int ldc) {
   const bool t = trans != CUBLAS_OP_N;
   if (n < 0 || k < 0 || lda < std::max(1, t ? k : n) || ldc < std::max(1, n)) return CUBLAS_STATUS_INVALID_VALUE;
   if (n == 0) return CUBLAS_STATUS_SUCCESS;
-  if (*beta == 0.f)  // C is not read (it may hold NaN): its triangle is written, not scaled
-    for (int j = 0; j < n; ++j)
-      for (int i = uplo == CUBLAS_FILL_MODE_UPPER ? 0 : j; i <= (uplo == CUBLAS_FILL_MODE_UPPER ? j : n - 1); ++i)
-        C[i + std::int64_t(j) * ldc] = 0.f;
-  cblas_ssyrk(CblasColMajor, uplo == CUBLAS_FILL_MODE_UPPER ? CblasUpper : CblasLower, t ? CblasTrans : CblasNoTrans,
-              n, k, *alpha, A, lda, *beta, C, ldc);
+  const float al = *alpha, be = *beta;
+  cuda_emu::enqueue(h->stream, "cublasSsyrk", [=] {
+    if (be == 0.f)  // C is not read (it may hold NaN): its triangle is written, not scaled
+      for (int j = 0; j < n; ++j)
+        for (int i = uplo == CUBLAS_FILL_MODE_UPPER ? 0 : j; i <= (uplo == CUBLAS_FILL_MODE_UPPER ? j : n - 1); ++i)
+          C[i + std::int64_t(j) * ldc] = 0.f;
+    cblas_ssyrk(CblasColMajor, uplo == CUBLAS_FILL_MODE_UPPER ? CblasUpper : CblasLower, t ? CblasTrans : CblasNoTrans,
+                n, k, al, A, lda, be, C, ldc);
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -294,12 +302,13 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_
                                            const void* A, cublasLtMatrixLayout_t Adesc, const void* B,
                                            cublasLtMatrixLayout_t Bdesc, const void* beta, const void* C,
                                            cublasLtMatrixLayout_t Cdesc, void* D, cublasLtMatrixLayout_t Ddesc,
-                                           const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t) {
-  const auto& o = *reinterpret_cast<const LtDesc*>(desc);
-  const auto& la = *reinterpret_cast<const LtLayout*>(Adesc);
-  const auto& lb = *reinterpret_cast<const LtLayout*>(Bdesc);
-  const auto& lc = *reinterpret_cast<const LtLayout*>(Cdesc);
-  const auto& ld = *reinterpret_cast<const LtLayout*>(Ddesc);
+                                           const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t stream) {
+  // Copies: the descriptors may be changed or destroyed once the call has returned.
+  const LtDesc o = *reinterpret_cast<const LtDesc*>(desc);
+  const LtLayout la = *reinterpret_cast<const LtLayout*>(Adesc);
+  const LtLayout lb = *reinterpret_cast<const LtLayout*>(Bdesc);
+  const LtLayout lc = *reinterpret_cast<const LtLayout*>(Cdesc);
+  const LtLayout ld = *reinterpret_cast<const LtLayout*>(Ddesc);
   if (!lt_supported(o, la, lb, lc, ld)) return CUBLAS_STATUS_NOT_SUPPORTED;
   const bool ta = o.ta != CUBLAS_OP_N, tb = o.tb != CUBLAS_OP_N;
   const std::int64_t m = static_cast<std::int64_t>(ld.rows), n = static_cast<std::int64_t>(ld.cols);
@@ -315,23 +324,25 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_
                        o.epilogue == CUBLASLT_EPILOGUE_DGELU;
   if ((has_bias && !o.bias) || (has_aux && (!o.aux || o.aux_ld < m))) return CUBLAS_STATUS_INVALID_VALUE;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
-  const std::vector<float> acc =
-      product(ta, tb, m, n, k, al, A, la.type, la.ld, B, lb.type, lb.ld, be, C, lc.type, lc.ld);
-  for (std::int64_t j = 0; j < n; ++j)
-    for (std::int64_t i = 0; i < m; ++i) {
-      float v = acc[static_cast<std::size_t>(i + j * m)];
-      if (has_bias) v += load(o.bias, ld.type, i);  // bias in D's type, one value per row of D
-      switch (o.epilogue) {
-        case CUBLASLT_EPILOGUE_GELU_AUX:
-        case CUBLASLT_EPILOGUE_GELU_AUX_BIAS:
-          store(o.aux, ld.type, i + j * o.aux_ld, v);
-          v = gelu_tanh(v);
-          break;
-        case CUBLASLT_EPILOGUE_DGELU: v *= gelu_tanh_grad(load(o.aux, ld.type, i + j * o.aux_ld)); break;
-        default: break;
+  cuda_emu::enqueue(stream, "cublasLtMatmul", [=] {
+    const std::vector<float> acc =
+        product(ta, tb, m, n, k, al, A, la.type, la.ld, B, lb.type, lb.ld, be, C, lc.type, lc.ld);
+    for (std::int64_t j = 0; j < n; ++j)
+      for (std::int64_t i = 0; i < m; ++i) {
+        float v = acc[static_cast<std::size_t>(i + j * m)];
+        if (has_bias) v += load(o.bias, ld.type, i);  // bias in D's type, one value per row of D
+        switch (o.epilogue) {
+          case CUBLASLT_EPILOGUE_GELU_AUX:
+          case CUBLASLT_EPILOGUE_GELU_AUX_BIAS:
+            store(o.aux, ld.type, i + j * o.aux_ld, v);
+            v = gelu_tanh(v);
+            break;
+          case CUBLASLT_EPILOGUE_DGELU: v *= gelu_tanh_grad(load(o.aux, ld.type, i + j * o.aux_ld)); break;
+          default: break;
+        }
+        store(D, ld.type, i + j * ld.ld, v);
       }
-      store(D, ld.type, i + j * ld.ld, v);
-    }
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -383,120 +394,123 @@ cusolverStatus_t CUSOLVERAPI cusolverDnSgesvdj_bufferSize(cusolverDnHandle_t, cu
   *lwork = static_cast<int>(std::min<std::int64_t>(INT32_MAX, std::max<std::int64_t>(1, std::int64_t(m) * n)));
   return CUSOLVER_STATUS_SUCCESS;
 }
-cusolverStatus_t CUSOLVERAPI cusolverDnSgesvdj(cusolverDnHandle_t, cusolverEigMode_t jobz, int econ, int m, int n,
+cusolverStatus_t CUSOLVERAPI cusolverDnSgesvdj(cusolverDnHandle_t h, cusolverEigMode_t jobz, int econ, int m, int n,
                                                float* A, int lda, float* S, float* U, int ldu, float* V, int ldv,
                                                float* work, int lwork, int* info, gesvdjInfo_t params) {
   const int k = std::min(m, n);
   if (m < 0 || n < 0 || lda < std::max(1, m) || econ != 1 || jobz != CUSOLVER_EIG_MODE_VECTOR || ldu < std::max(1, m) ||
       ldv < std::max(1, n) || !work || lwork < std::min<std::int64_t>(INT32_MAX, std::max<std::int64_t>(1, std::int64_t(m) * n)))
     return CUSOLVER_STATUS_INVALID_VALUE;
-  params->sweeps = 0;
-  params->residual = 0;
-  *info = 0;
-  if (k == 0) return CUSOLVER_STATUS_SUCCESS;
-  const bool tall = m >= n;
-  const int rows = tall ? m : n;  // W = A (tall) or Aᵀ (wide): rows x k, columns rotated in place
-  std::vector<double> a0(static_cast<std::size_t>(m) * n), w(static_cast<std::size_t>(rows) * k),
-      q(static_cast<std::size_t>(k) * k, 0.0);
-  for (int j = 0; j < n; ++j)
-    for (int i = 0; i < m; ++i) {
-      const double v = A[i + std::int64_t(j) * lda];
-      a0[static_cast<std::size_t>(i + j * m)] = v;
-      w[tall ? static_cast<std::size_t>(i + j * rows) : static_cast<std::size_t>(j + i * rows)] = v;
-      A[i + std::int64_t(j) * lda] = NAN;  // "on exit, the contents of A are destroyed"
-    }
-  for (int j = 0; j < k; ++j) q[static_cast<std::size_t>(j + j * k)] = 1.0;
-  for (double v : a0)
-    if (!std::isfinite(v)) {  // the sweeps cannot converge: every sweep, then "not converged", NaN factors
-      params->sweeps = params->max_sweeps;
-      params->residual = NAN;
-      for (int i = 0; i < k; ++i) S[i] = NAN;
-      for (int j = 0; j < k; ++j) {
-        for (int i = 0; i < m; ++i) U[i + std::int64_t(j) * ldu] = NAN;
-        for (int i = 0; i < n; ++i) V[i + std::int64_t(j) * ldv] = NAN;
+  // The sweep count and residual land in `params` when the stream runs the call (read them after a sync).
+  cuda_emu::enqueue(h->stream, "cusolverDnSgesvdj", [=] {
+    params->sweeps = 0;
+    params->residual = 0;
+    *info = 0;
+    if (k == 0) return;
+    const bool tall = m >= n;
+    const int rows = tall ? m : n;  // W = A (tall) or Aᵀ (wide): rows x k, columns rotated in place
+    std::vector<double> a0(static_cast<std::size_t>(m) * n), w(static_cast<std::size_t>(rows) * k),
+        q(static_cast<std::size_t>(k) * k, 0.0);
+    for (int j = 0; j < n; ++j)
+      for (int i = 0; i < m; ++i) {
+        const double v = A[i + std::int64_t(j) * lda];
+        a0[static_cast<std::size_t>(i + j * m)] = v;
+        w[tall ? static_cast<std::size_t>(i + j * rows) : static_cast<std::size_t>(j + i * rows)] = v;
+        A[i + std::int64_t(j) * lda] = NAN;  // "on exit, the contents of A are destroyed"
       }
-      *info = k + 1;
-      return CUSOLVER_STATUS_SUCCESS;
-    }
-  const double tol = params->tolerance > 0 ? params->tolerance : 1.1920929e-07;  // default: float's epsilon
-  auto col = [&](std::vector<double>& x, int ld, int j) { return x.data() + static_cast<std::size_t>(j) * ld; };
-  bool converged = false;
-  while (!converged && params->sweeps < params->max_sweeps) {
-    converged = true;
-    for (int p = 0; p < k - 1; ++p)
-      for (int r = p + 1; r < k; ++r) {
-        double* wp = col(w, rows, p);
-        double* wr = col(w, rows, r);
-        double alpha = 0, beta = 0, gamma = 0;
-        for (int i = 0; i < rows; ++i) {
-          alpha += wp[i] * wp[i];
-          beta += wr[i] * wr[i];
-          gamma += wp[i] * wr[i];
+    for (int j = 0; j < k; ++j) q[static_cast<std::size_t>(j + j * k)] = 1.0;
+    for (double v : a0)
+      if (!std::isfinite(v)) {  // the sweeps cannot converge: every sweep, then "not converged", NaN factors
+        params->sweeps = params->max_sweeps;
+        params->residual = NAN;
+        for (int i = 0; i < k; ++i) S[i] = NAN;
+        for (int j = 0; j < k; ++j) {
+          for (int i = 0; i < m; ++i) U[i + std::int64_t(j) * ldu] = NAN;
+          for (int i = 0; i < n; ++i) V[i + std::int64_t(j) * ldv] = NAN;
         }
-        if (!(std::abs(gamma) > tol * std::sqrt(alpha * beta))) continue;
-        converged = false;
-        const double zeta = (beta - alpha) / (2 * gamma);
-        const double t = (zeta >= 0 ? 1.0 : -1.0) / (std::abs(zeta) + std::sqrt(1 + zeta * zeta));
-        const double c = 1 / std::sqrt(1 + t * t), sn = c * t;
-        for (int i = 0; i < rows; ++i) {
-          const double x = wp[i], y = wr[i];
-          wp[i] = c * x - sn * y;
-          wr[i] = sn * x + c * y;
-        }
-        double* qp = col(q, k, p);
-        double* qr = col(q, k, r);
-        for (int i = 0; i < k; ++i) {
-          const double x = qp[i], y = qr[i];
-          qp[i] = c * x - sn * y;
-          qr[i] = sn * x + c * y;
-        }
+        *info = k + 1;
+        return;
       }
-    ++params->sweeps;
-  }
-  // Singular values are the column norms, sorted descending; left vectors the normalized columns.
-  std::vector<double> sv(static_cast<std::size_t>(k));
-  std::vector<int> order(static_cast<std::size_t>(k));
-  for (int j = 0; j < k; ++j) {
-    double s2 = 0;
-    for (int i = 0; i < rows; ++i) s2 += col(w, rows, j)[i] * col(w, rows, j)[i];
-    sv[static_cast<std::size_t>(j)] = std::sqrt(s2);
-    order[static_cast<std::size_t>(j)] = j;
-  }
-  std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return sv[static_cast<std::size_t>(x)] > sv[static_cast<std::size_t>(y)]; });
-  // tall: U = W/σ (m x k), V = Q (n x k); wide: Aᵀ = W Qᵀ, so U = Q (m x k), V = W/σ (n x k).
-  std::vector<double> uu(static_cast<std::size_t>(m) * k), vv(static_cast<std::size_t>(n) * k);
-  for (int jj = 0; jj < k; ++jj) {
-    const int j = order[static_cast<std::size_t>(jj)];
-    const double sj = sv[static_cast<std::size_t>(j)];
-    S[jj] = static_cast<float>(sj);
-    for (int i = 0; i < rows; ++i) {
-      const double left = sj > 0 ? col(w, rows, j)[i] / sj : 0.0;
-      (tall ? uu : vv)[static_cast<std::size_t>(i + jj * rows)] = left;
+    const double tol = params->tolerance > 0 ? params->tolerance : 1.1920929e-07;  // default: float's epsilon
+    auto col = [&](std::vector<double>& x, int ld, int j) { return x.data() + static_cast<std::size_t>(j) * ld; };
+    bool converged = false;
+    while (!converged && params->sweeps < params->max_sweeps) {
+      converged = true;
+      for (int p = 0; p < k - 1; ++p)
+        for (int r = p + 1; r < k; ++r) {
+          double* wp = col(w, rows, p);
+          double* wr = col(w, rows, r);
+          double alpha = 0, beta = 0, gamma = 0;
+          for (int i = 0; i < rows; ++i) {
+            alpha += wp[i] * wp[i];
+            beta += wr[i] * wr[i];
+            gamma += wp[i] * wr[i];
+          }
+          if (!(std::abs(gamma) > tol * std::sqrt(alpha * beta))) continue;
+          converged = false;
+          const double zeta = (beta - alpha) / (2 * gamma);
+          const double t = (zeta >= 0 ? 1.0 : -1.0) / (std::abs(zeta) + std::sqrt(1 + zeta * zeta));
+          const double c = 1 / std::sqrt(1 + t * t), sn = c * t;
+          for (int i = 0; i < rows; ++i) {
+            const double x = wp[i], y = wr[i];
+            wp[i] = c * x - sn * y;
+            wr[i] = sn * x + c * y;
+          }
+          double* qp = col(q, k, p);
+          double* qr = col(q, k, r);
+          for (int i = 0; i < k; ++i) {
+            const double x = qp[i], y = qr[i];
+            qp[i] = c * x - sn * y;
+            qr[i] = sn * x + c * y;
+          }
+        }
+      ++params->sweeps;
     }
-    for (int i = 0; i < k; ++i) (tall ? vv : uu)[static_cast<std::size_t>(i + jj * k)] = col(q, k, j)[i];
-  }
-  for (int j = 0; j < k; ++j) {
-    for (int i = 0; i < m; ++i) U[i + std::int64_t(j) * ldu] = static_cast<float>(uu[static_cast<std::size_t>(i + j * m)]);
-    for (int i = 0; i < n; ++i) V[i + std::int64_t(j) * ldv] = static_cast<float>(vv[static_cast<std::size_t>(i + j * n)]);
-  }
-  // residual ‖S − Uᵀ A V‖_F with the factors as returned: UᵀA (k x n) first, then times V
-  std::vector<double> ua(static_cast<std::size_t>(k) * n, 0.0);
-  for (int j = 0; j < n; ++j)
-    for (int x = 0; x < k; ++x) {
-      double e = 0;
-      for (int i = 0; i < m; ++i) e += double(U[i + std::int64_t(x) * ldu]) * a0[static_cast<std::size_t>(i + j * m)];
-      ua[static_cast<std::size_t>(x + j * k)] = e;
+    // Singular values are the column norms, sorted descending; left vectors the normalized columns.
+    std::vector<double> sv(static_cast<std::size_t>(k));
+    std::vector<int> order(static_cast<std::size_t>(k));
+    for (int j = 0; j < k; ++j) {
+      double s2 = 0;
+      for (int i = 0; i < rows; ++i) s2 += col(w, rows, j)[i] * col(w, rows, j)[i];
+      sv[static_cast<std::size_t>(j)] = std::sqrt(s2);
+      order[static_cast<std::size_t>(j)] = j;
     }
-  double res2 = 0;
-  for (int x = 0; x < k; ++x)
-    for (int y = 0; y < k; ++y) {
-      double e = 0;
-      for (int j = 0; j < n; ++j) e += ua[static_cast<std::size_t>(x + j * k)] * V[j + std::int64_t(y) * ldv];
-      const double d = (x == y ? double(S[x]) : 0.0) - e;
-      res2 += d * d;
+    std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return sv[static_cast<std::size_t>(x)] > sv[static_cast<std::size_t>(y)]; });
+    // tall: U = W/σ (m x k), V = Q (n x k); wide: Aᵀ = W Qᵀ, so U = Q (m x k), V = W/σ (n x k).
+    std::vector<double> uu(static_cast<std::size_t>(m) * k), vv(static_cast<std::size_t>(n) * k);
+    for (int jj = 0; jj < k; ++jj) {
+      const int j = order[static_cast<std::size_t>(jj)];
+      const double sj = sv[static_cast<std::size_t>(j)];
+      S[jj] = static_cast<float>(sj);
+      for (int i = 0; i < rows; ++i) {
+        const double left = sj > 0 ? col(w, rows, j)[i] / sj : 0.0;
+        (tall ? uu : vv)[static_cast<std::size_t>(i + jj * rows)] = left;
+      }
+      for (int i = 0; i < k; ++i) (tall ? vv : uu)[static_cast<std::size_t>(i + jj * k)] = col(q, k, j)[i];
     }
-  params->residual = std::sqrt(res2);
-  if (!converged) *info = k + 1;
+    for (int j = 0; j < k; ++j) {
+      for (int i = 0; i < m; ++i) U[i + std::int64_t(j) * ldu] = static_cast<float>(uu[static_cast<std::size_t>(i + j * m)]);
+      for (int i = 0; i < n; ++i) V[i + std::int64_t(j) * ldv] = static_cast<float>(vv[static_cast<std::size_t>(i + j * n)]);
+    }
+    // residual ‖S − Uᵀ A V‖_F with the factors as returned: UᵀA (k x n) first, then times V
+    std::vector<double> ua(static_cast<std::size_t>(k) * n, 0.0);
+    for (int j = 0; j < n; ++j)
+      for (int x = 0; x < k; ++x) {
+        double e = 0;
+        for (int i = 0; i < m; ++i) e += double(U[i + std::int64_t(x) * ldu]) * a0[static_cast<std::size_t>(i + j * m)];
+        ua[static_cast<std::size_t>(x + j * k)] = e;
+      }
+    double res2 = 0;
+    for (int x = 0; x < k; ++x)
+      for (int y = 0; y < k; ++y) {
+        double e = 0;
+        for (int j = 0; j < n; ++j) e += ua[static_cast<std::size_t>(x + j * k)] * V[j + std::int64_t(y) * ldv];
+        const double d = (x == y ? double(S[x]) : 0.0) - e;
+        res2 += d * d;
+      }
+    params->residual = std::sqrt(res2);
+    if (!converged) *info = k + 1;
+  });
   return CUSOLVER_STATUS_SUCCESS;
 }
 

@@ -1,6 +1,12 @@
 // Emulated NCCL over MPI for the CUDA emulator: each "GPU" is a process and device memory is host memory, so a
-// collective is an MPI call on host buffers, done when the call returns. Reductions gather every rank's input
-// and add in rank order (bf16 in fp32, rounded once), so results do not depend on MPI's algorithms.
+// collective is an MPI call on host buffers. Reductions gather every rank's input and add in rank order (bf16 in
+// fp32, rounded once), so results do not depend on MPI's algorithms.
+// Streams (emu_streams.hpp): a call first runs its stream's earlier work, so its inputs are what the stream has
+// produced, and exchanges the data at once, so every rank makes its MPI calls in program order (deferring them
+// could deadlock ranks whose host threads reach other MPI calls first). What the stream would do later is
+// queued: the results reach the receive buffer only when the stream runs the op's completion. Until then the
+// receive buffer holds a NaN pattern, and the completion stops the process if anything wrote the send or the
+// receive buffer in between: work on another stream that neither waited for the op nor was waited for by it.
 // The communicator of a unique id: the id made by the group's rank 0 carries that process's MPI_COMM_WORLD rank
 // and a serial number; in ncclCommInitRank every member sends its world rank there, gets the member list back,
 // and the members build their MPI communicator with MPI_Comm_create_group (collective over the members only).
@@ -8,10 +14,14 @@
 #include <mpi.h>
 #include <nccl.h>
 
+#include "emu_streams.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <memory>
+#include <string>
 #include <vector>
 
 struct ncclComm {
@@ -29,6 +39,7 @@ struct P2P {
   std::size_t bytes;
   int peer;
   ncclComm_t comm;
+  cudaStream_t stream;
 };
 std::vector<P2P> g_pending;
 
@@ -70,6 +81,37 @@ void store(void* p, ncclDataType_t t, std::size_t i, double v) {
   }
 }
 bool supported(ncclDataType_t t) { return t != ncclFloat16 && t != ncclFloat8e4m3 && t != ncclFloat8e5m2; }
+
+bool overlaps(const void* a, std::size_t an, const void* b, std::size_t bn) {
+  const char *x = static_cast<const char*>(a), *y = static_cast<const char*>(b);
+  return an > 0 && bn > 0 && x < y + bn && y < x + an;
+}
+
+// The rest of an op whose data has been exchanged (see the top): the receive buffer is poisoned now and gets
+// `result` when `stream` runs the completion, which first checks that nothing touched the two buffers.
+void finish(const char* what, cudaStream_t stream, const void* send, std::size_t send_bytes, void* recv,
+            std::vector<char> result) {
+  const std::size_t recv_bytes = result.size();
+  std::vector<char> send_copy;
+  if (!overlaps(send, send_bytes, recv, recv_bytes))  // in place: the receive buffer's check covers it
+    send_copy.assign(static_cast<const char*>(send), static_cast<const char*>(send) + send_bytes);
+  if (recv_bytes) std::memset(recv, 0xff, recv_bytes);
+  auto state = std::make_shared<std::pair<std::vector<char>, std::vector<char>>>(std::move(send_copy), std::move(result));
+  cuda_emu::enqueue(stream, what, [what, send, recv, state] {
+    const std::vector<char>& sent = state->first;
+    const std::vector<char>& out = state->second;
+    if (!sent.empty() && std::memcmp(send, sent.data(), sent.size()) != 0)
+      cuda_emu::fatal(std::string(what) + ": its send buffer changed while the op was in flight on its stream: "
+                      "work on another stream wrote it, and either the op did not wait for that work or that work "
+                      "did not wait for the op (a missing event wait)");
+    for (std::size_t i = 0; i < out.size(); ++i)
+      if (static_cast<const unsigned char*>(recv)[i] != 0xff)
+        cuda_emu::fatal(std::string(what) + ": its receive buffer was written while the op was in flight on its "
+                        "stream: work on another stream wrote it, and either the op did not wait for that work or "
+                        "that work did not wait for the op (a missing event wait)");
+    if (!out.empty()) std::memcpy(recv, out.data(), out.size());
+  });
+}
 
 // Every rank's `count` elements, in rank order (the inputs of a reduction).
 std::vector<char> gather_all(const void* send, std::size_t bytes, ncclComm_t c) {
@@ -197,37 +239,49 @@ ncclResult_t ncclCommGetAsyncError(ncclComm_t, ncclResult_t* err) {
 }
 
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t t, int root, ncclComm_t c,
-                           cudaStream_t) {
+                           cudaStream_t stream) {
   if (!supported(t) || root < 0 || root >= c->size) return ncclInvalidArgument;
   const std::size_t bytes = count * type_size(t);
-  if (c->rank == root && send != recv && bytes) std::memmove(recv, send, bytes);
-  MPI_Bcast(recv, static_cast<int>(bytes), MPI_BYTE, root, c->mpi);
+  cuda_emu::complete(stream);
+  std::vector<char> out(bytes);
+  if (c->rank == root && bytes) std::memcpy(out.data(), send, bytes);
+  MPI_Bcast(out.data(), static_cast<int>(bytes), MPI_BYTE, root, c->mpi);
+  finish("ncclBroadcast", stream, send, c->rank == root ? bytes : 0, recv, std::move(out));
   return ncclSuccess;
 }
 
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t t, ncclRedOp_t op,
-                           ncclComm_t c, cudaStream_t) {
+                           ncclComm_t c, cudaStream_t stream) {
   if (!supported(t) || op >= ncclNumOps) return ncclInvalidArgument;
-  const std::vector<char> all = gather_all(send, count * type_size(t), c);
-  reduce(all, count, 0, count, t, op, recv, c);
+  const std::size_t bytes = count * type_size(t);
+  cuda_emu::complete(stream);
+  const std::vector<char> all = gather_all(send, bytes, c);
+  std::vector<char> out(bytes);
+  reduce(all, count, 0, count, t, op, out.data(), c);
+  finish("ncclAllReduce", stream, send, bytes, recv, std::move(out));
   return ncclSuccess;
 }
 
 ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t count, ncclDataType_t t, ncclRedOp_t op,
-                               ncclComm_t c, cudaStream_t) {
+                               ncclComm_t c, cudaStream_t stream) {
   if (!supported(t) || op >= ncclNumOps) return ncclInvalidArgument;
   const std::size_t per_rank = count * static_cast<std::size_t>(c->size);
+  cuda_emu::complete(stream);
   const std::vector<char> all = gather_all(send, per_rank * type_size(t), c);
-  reduce(all, per_rank, count * static_cast<std::size_t>(c->rank), count, t, op, recv, c);
+  std::vector<char> out(count * type_size(t));
+  reduce(all, per_rank, count * static_cast<std::size_t>(c->rank), count, t, op, out.data(), c);
+  finish("ncclReduceScatter", stream, send, per_rank * type_size(t), recv, std::move(out));
   return ncclSuccess;
 }
 
-ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataType_t t, ncclComm_t c, cudaStream_t) {
+ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataType_t t, ncclComm_t c,
+                           cudaStream_t stream) {
   if (!supported(t)) return ncclInvalidArgument;
   const std::size_t bytes = count * type_size(t);
-  // In place (send = recv + rank·count) is allowed: stage the contribution first.
-  const std::vector<char> mine(static_cast<const char*>(send), static_cast<const char*>(send) + bytes);
-  MPI_Allgather(mine.data(), static_cast<int>(bytes), MPI_BYTE, recv, static_cast<int>(bytes), MPI_BYTE, c->mpi);
+  cuda_emu::complete(stream);
+  std::vector<char> out(bytes * static_cast<std::size_t>(c->size));
+  MPI_Allgather(send, static_cast<int>(bytes), MPI_BYTE, out.data(), static_cast<int>(bytes), MPI_BYTE, c->mpi);
+  finish("ncclAllGather", stream, send, bytes, recv, std::move(out));
   return ncclSuccess;
 }
 
@@ -237,15 +291,24 @@ ncclResult_t ncclGroupStart() {
 }
 
 static ncclResult_t run_pending() {
+  for (const P2P& p : g_pending) cuda_emu::complete(p.stream);
   std::vector<MPI_Request> reqs(g_pending.size());
+  std::vector<std::vector<char>> got(g_pending.size());
   for (std::size_t i = 0; i < g_pending.size(); ++i) {
     const P2P& p = g_pending[i];
-    if (p.send)
+    if (p.send) {
       MPI_Isend(p.buf, static_cast<int>(p.bytes), MPI_BYTE, p.peer, 7, p.comm->mpi, &reqs[i]);
-    else
-      MPI_Irecv(p.buf, static_cast<int>(p.bytes), MPI_BYTE, p.peer, 7, p.comm->mpi, &reqs[i]);
+    } else {
+      got[i].resize(p.bytes);
+      MPI_Irecv(got[i].data(), static_cast<int>(p.bytes), MPI_BYTE, p.peer, 7, p.comm->mpi, &reqs[i]);
+    }
   }
   MPI_Waitall(static_cast<int>(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE);
+  for (std::size_t i = 0; i < g_pending.size(); ++i) {
+    const P2P& p = g_pending[i];
+    if (p.send) finish("ncclSend", p.stream, p.buf, p.bytes, nullptr, {});
+    else finish("ncclRecv", p.stream, nullptr, 0, p.buf, std::move(got[i]));
+  }
   g_pending.clear();
   return ncclSuccess;
 }
@@ -256,16 +319,17 @@ ncclResult_t ncclGroupEnd() {
   return ncclSuccess;
 }
 
-static ncclResult_t p2p(bool send, void* buf, size_t count, ncclDataType_t t, int peer, ncclComm_t c) {
+static ncclResult_t p2p(bool send, void* buf, size_t count, ncclDataType_t t, int peer, ncclComm_t c,
+                        cudaStream_t stream) {
   if (!supported(t) || peer < 0 || peer >= c->size) return ncclInvalidArgument;
-  g_pending.push_back({send, buf, count * type_size(t), peer, c});
+  g_pending.push_back({send, buf, count * type_size(t), peer, c, stream});
   return g_group_depth == 0 ? run_pending() : ncclSuccess;  // alone, a send waits for its receive (as NCCL)
 }
-ncclResult_t ncclSend(const void* buf, size_t count, ncclDataType_t t, int peer, ncclComm_t c, cudaStream_t) {
-  return p2p(true, const_cast<void*>(buf), count, t, peer, c);
+ncclResult_t ncclSend(const void* buf, size_t count, ncclDataType_t t, int peer, ncclComm_t c, cudaStream_t stream) {
+  return p2p(true, const_cast<void*>(buf), count, t, peer, c, stream);
 }
-ncclResult_t ncclRecv(void* buf, size_t count, ncclDataType_t t, int peer, ncclComm_t c, cudaStream_t) {
-  return p2p(false, buf, count, t, peer, c);
+ncclResult_t ncclRecv(void* buf, size_t count, ncclDataType_t t, int peer, ncclComm_t c, cudaStream_t stream) {
+  return p2p(false, buf, count, t, peer, c, stream);
 }
 
 }  // extern "C"

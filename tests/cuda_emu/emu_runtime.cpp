@@ -1,7 +1,9 @@
 // The emulated CUDA runtime: kernel launches as fibers (one per CUDA thread, blocks one after another), and the
-// subset of the runtime API the project calls. "Device" memory is host memory; every operation completes
-// before its call returns, so streams and events only keep their bookkeeping (event times, last errors).
+// subset of the runtime API the project calls. "Device" memory is host memory. Work on streams is queued and
+// runs when something needs it, in an order a GPU may choose too (emu_streams.hpp), so events and
+// synchronizations have to be right for the results to be.
 #include "cuda_emu.hpp"
+#include "emu_streams.hpp"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -18,9 +20,12 @@
 #define EMU_ASAN_FINISH(save, bottom, size) ((void)(save), (void)(bottom), (void)(size))
 #endif
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -339,7 +344,11 @@ const unsigned char* warp_gather(const void* value, std::size_t bytes, const cha
 
 [[noreturn]] void kernel_error(const std::string& what) { die(what + " (" + describe_block() + ")"); }
 
-cudaError_t run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t, const std::function<void()>& body) {
+namespace {
+void execute_grid(dim3 grid, dim3 block, const std::function<void()>& body);
+}
+
+cudaError_t run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stream, std::function<void()> body) {
   const std::uint64_t threads = std::uint64_t(block.x) * block.y * block.z;
   if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
       grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535)
@@ -349,6 +358,13 @@ cudaError_t run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream
     return fail(cudaErrorInvalidValue);
   }
   if (g_run) die("kernel launched from inside a kernel");
+  enqueue(stream, "a kernel", [grid, block, body = std::move(body)] { execute_grid(grid, block, body); });
+  return cudaSuccess;
+}
+
+namespace {
+void execute_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+  const std::uint64_t threads = std::uint64_t(block.x) * block.y * block.z;
   std::lock_guard<std::mutex> launch_lock(g_launch_mu);
   if (!g_pool) g_pool = std::make_unique<BlockRun>();
   BlockRun& r = *g_pool;
@@ -394,8 +410,8 @@ cudaError_t run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream
     }
   }
   g_run = nullptr;
-  return cudaSuccess;
 }
+}  // namespace
 
 // ---------------- memory bookkeeping ----------------
 
@@ -431,14 +447,126 @@ int device_count() {
 
 thread_local int g_device = 0;
 
+// ---------------- streams and events ----------------
+// A stream is a queue of operations; an event record is a token the queue completes in order, a stream wait an
+// operation that needs a token. Dependencies always point at earlier operations (a wait names a record already
+// issued), so running a stream's queue up to an operation, and for each wait first the recording stream up to
+// its token, always terminates. Only one host thread runs operations (under g_sched_mu); other threads (the
+// project's watchdog) may query events, which reads their tokens' flags.
+
+struct StreamObj;
+struct Token {
+  std::atomic<bool> done{false};
+  std::chrono::steady_clock::time_point t{};
+  StreamObj* stream = nullptr;
+  std::uint64_t seq = 0;
+};
+struct Op {
+  std::uint64_t seq = 0;
+  const char* what = "";
+  std::function<void()> work;     // empty for records and waits
+  std::shared_ptr<Token> signal;  // a record completes this token
+  std::shared_ptr<Token> wait;    // a wait needs this token first
+};
 struct StreamObj {
-  int device;
+  int device = 0;
+  bool blocking = true;  // synchronizes with the legacy default stream (not cudaStreamNonBlocking)
+  std::deque<Op> queue;
 };
 struct EventObj {
-  std::chrono::steady_clock::time_point t{};
-  bool recorded = false;
+  std::shared_ptr<Token> latest;  // the last record (null: never recorded)
   bool timing = true;
 };
+
+enum class Order { Lazy, OthersFirst, Immediate };
+// Read at every use (the emulator's tests switch it between synchronized sections).
+Order stream_order() {
+  const char* v = std::getenv("CUDA_EMU_STREAMS");
+  if (!v || !*v || std::strcmp(v, "lazy") == 0) return Order::Lazy;
+  if (std::strcmp(v, "others-first") == 0) return Order::OthersFirst;
+  if (std::strcmp(v, "immediate") == 0) return Order::Immediate;
+  die(std::string("CUDA_EMU_STREAMS=") + v + ": expected lazy, others-first or immediate");
+}
+
+std::recursive_mutex g_sched_mu;
+std::vector<StreamObj*> g_streams;  // creation order
+std::uint64_t g_seq = 0;
+
+bool is_legacy(cudaStream_t s) { return s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread; }
+StreamObj* obj(cudaStream_t s) { return reinterpret_cast<StreamObj*>(s); }
+
+// CUDA_EMU_TRACE=1 prints every operation as it runs (with its stream), to follow an order that went wrong.
+void execute(Op& op, const StreamObj* s) {
+  static const bool trace = [] {
+    const char* v = std::getenv("CUDA_EMU_TRACE");
+    return v && *v && std::strcmp(v, "0") != 0;
+  }();
+  if (trace) std::fprintf(stderr, "cuda-emu: op %llu on stream %p: %s\n", static_cast<unsigned long long>(op.seq),
+                          static_cast<const void*>(s), op.what);
+  if (op.work) op.work();
+  if (op.signal) {
+    op.signal->t = std::chrono::steady_clock::now();
+    op.signal->done.store(true, std::memory_order_release);
+  }
+}
+
+void run_until(StreamObj* s, std::uint64_t seq);
+// Runs what `t` needs: its stream up to the record.
+void satisfy(const std::shared_ptr<Token>& t) {
+  if (t && !t->done.load(std::memory_order_acquire)) run_until(t->stream, t->seq);
+}
+// Runs the operations at the front of every stream but `except` that need no other stream, until none is left.
+void advance_others(const StreamObj* except) {
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (StreamObj* o : g_streams) {
+      while (o != except && !o->queue.empty()) {
+        Op& op = o->queue.front();
+        if (op.wait && !op.wait->done.load(std::memory_order_acquire)) break;
+        Op run = std::move(op);
+        o->queue.pop_front();
+        execute(run, o);
+        progress = true;
+      }
+    }
+  }
+}
+void run_until(StreamObj* s, std::uint64_t seq) {
+  if (stream_order() == Order::OthersFirst) advance_others(s);
+  while (!s->queue.empty() && s->queue.front().seq <= seq) {
+    satisfy(s->queue.front().wait);
+    Op run = std::move(s->queue.front());
+    s->queue.pop_front();
+    execute(run, s);
+  }
+}
+// The legacy default stream's implicit synchronization: the work of every blocking stream, before a call on it.
+void complete_blocking_streams() {
+  for (std::size_t i = 0; i < g_streams.size(); ++i)
+    if (g_streams[i]->blocking) run_until(g_streams[i], UINT64_MAX);
+}
+void complete_all_streams() {
+  for (std::size_t i = 0; i < g_streams.size(); ++i) run_until(g_streams[i], UINT64_MAX);
+}
+
+// Issues one operation on `s`: on the legacy stream it runs now, after the blocking streams' work.
+void issue(cudaStream_t s, Op op) {
+  std::lock_guard<std::recursive_mutex> lock(g_sched_mu);
+  op.seq = ++g_seq;
+  if (op.signal) {
+    op.signal->seq = op.seq;
+    op.signal->stream = is_legacy(s) ? nullptr : obj(s);
+  }
+  if (is_legacy(s)) {
+    complete_blocking_streams();
+    satisfy(op.wait);
+    execute(op, nullptr);
+    return;
+  }
+  StreamObj* so = obj(s);
+  so->queue.push_back(std::move(op));
+  if (stream_order() == Order::Immediate) run_until(so, UINT64_MAX);
+}
 
 void* host_alloc(std::size_t bytes) {
   // 256-byte aligned like cudaMalloc; contents start as garbage on a GPU, so fill with a NaN pattern to find
@@ -493,7 +621,52 @@ cudaError_t check_copy(const char* call, void* dst, const void* src, std::size_t
   return check_side(call, "source", src, bytes, src_dev);
 }
 
+// A host buffer of an asynchronous copy that is not pinned (cudaMallocHost): the copy is synchronous for it.
+bool pageable(const void* p, std::size_t bytes) {
+  return bytes > 0 && !inside(p, bytes, cudaMemoryTypeHost) && !touches_device(p);
+}
+
+// An asynchronous copy: from pageable memory the source is read at the call (CUDA stages it then), into pageable
+// memory the call returns when the copy is done; otherwise both sides are touched when the stream runs it.
+cudaError_t async_copy(void* dst, const void* src, std::size_t rows, std::size_t width, std::size_t dpitch,
+                       std::size_t spitch, cudaStream_t stream) {
+  if (rows == 0 || width == 0) return cudaSuccess;
+  const std::size_t span_src = (rows - 1) * spitch + width, span_dst = (rows - 1) * dpitch + width;
+  auto* d = static_cast<char*>(dst);
+  if (pageable(src, span_src)) {
+    std::vector<char> staged(rows * width);
+    for (std::size_t r = 0; r < rows; ++r)
+      std::memcpy(staged.data() + r * width, static_cast<const char*>(src) + r * spitch, width);
+    enqueue(stream, "a copy from pageable host memory", [d, staged = std::move(staged), rows, width, dpitch] {
+      for (std::size_t r = 0; r < rows; ++r) std::memmove(d + r * dpitch, staged.data() + r * width, width);
+    });
+    return cudaSuccess;
+  }
+  const auto* sp = static_cast<const char*>(src);
+  enqueue(stream, "a copy", [d, sp, rows, width, dpitch, spitch] {
+    for (std::size_t r = 0; r < rows; ++r) std::memmove(d + r * dpitch, sp + r * spitch, width);
+  });
+  if (pageable(dst, span_dst)) complete(stream);
+  return cudaSuccess;
+}
+
 }  // namespace
+
+void enqueue(cudaStream_t stream, const char* what, std::function<void()> work) {
+  Op op;
+  op.what = what;
+  op.work = std::move(work);
+  issue(stream, std::move(op));
+}
+
+void complete(cudaStream_t stream) {
+  std::lock_guard<std::recursive_mutex> lock(g_sched_mu);
+  if (is_legacy(stream)) complete_blocking_streams();
+  else run_until(obj(stream), UINT64_MAX);
+}
+
+void fatal(const std::string& what) { die(what); }
+
 }  // namespace cuda_emu
 
 using namespace cuda_emu;
@@ -584,7 +757,11 @@ cudaError_t CUDARTAPI cudaDriverGetVersion(int* v) {
   *v = CUDART_VERSION;
   return cudaSuccess;
 }
-cudaError_t CUDARTAPI cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t CUDARTAPI cudaDeviceSynchronize(void) {
+  std::lock_guard<std::recursive_mutex> lock(g_sched_mu);
+  complete_all_streams();
+  return cudaSuccess;
+}
 cudaError_t CUDARTAPI cudaMemGetInfo(size_t* free_bytes, size_t* total) {
   std::lock_guard<std::mutex> lock(g_mem_mu);
   *total = device_memory_bytes();
@@ -614,6 +791,10 @@ cudaError_t CUDARTAPI cudaMallocHost(void** p, size_t bytes) {
 }
 static cudaError_t free_kind(void* p, cudaMemoryType kind) {
   if (!p) return cudaSuccess;
+  {
+    std::lock_guard<std::recursive_mutex> sched(g_sched_mu);  // freeing synchronizes the device first
+    complete_all_streams();
+  }
   std::lock_guard<std::mutex> lock(g_mem_mu);
   auto it = allocations().find(static_cast<const char*>(p));
   if (it == allocations().end() || it->second.type != kind) return fail(cudaErrorInvalidValue);
@@ -643,16 +824,19 @@ cudaError_t CUDARTAPI cudaPointerGetAttributes(cudaPointerAttributes* a, const v
   return cudaSuccess;
 }
 
+// The blocking calls use the legacy default stream: they run after every blocking stream's work, not after the
+// non-blocking streams' (cudaStreamNonBlocking) work.
 cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   if (const cudaError_t e = check_copy("cudaMemcpy", dst, src, bytes, kind)) return e;
-  if (bytes) std::memmove(dst, src, bytes);
+  if (bytes) enqueue(nullptr, "cudaMemcpy", [=] { std::memmove(dst, src, bytes); });
   return cudaSuccess;
 }
-cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
-  return cudaMemcpy(dst, src, bytes, kind);
+cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
+  if (const cudaError_t e = check_copy("cudaMemcpyAsync", dst, src, bytes, kind)) return e;
+  return async_copy(dst, src, 1, bytes, bytes, bytes, s);
 }
 cudaError_t CUDARTAPI cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
-                                        size_t height, cudaMemcpyKind kind, cudaStream_t) {
+                                        size_t height, cudaMemcpyKind kind, cudaStream_t s) {
   if (width > dpitch || width > spitch) return fail(cudaErrorInvalidValue);
   if (height == 0 || width == 0) return cudaSuccess;
   // the first and the last row (the rows between lie within their span)
@@ -660,72 +844,126 @@ cudaError_t CUDARTAPI cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* sr
   if (const cudaError_t e = check_copy("cudaMemcpy2D", static_cast<char*>(dst) + (height - 1) * dpitch,
                                        static_cast<const char*>(src) + (height - 1) * spitch, width, kind))
     return e;
-  for (size_t r = 0; r < height; ++r)
-    std::memmove(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
-  return cudaSuccess;
+  return async_copy(dst, src, height, width, dpitch, spitch, s);
 }
-cudaError_t CUDARTAPI cudaMemset(void* p, int value, size_t bytes) {
+cudaError_t CUDARTAPI cudaMemset(void* p, int value, size_t bytes) { return cudaMemsetAsync(p, value, bytes, nullptr); }
+cudaError_t CUDARTAPI cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t s) {
   if (const cudaError_t e = check_side("cudaMemset", "destination", p, bytes, true)) return e;
-  if (bytes) std::memset(p, value, bytes);
+  if (bytes) enqueue(s, "a memset", [=] { std::memset(p, value, bytes); });
   return cudaSuccess;
 }
-cudaError_t CUDARTAPI cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) { return cudaMemset(p, value, bytes); }
-cudaError_t CUDARTAPI cudaMemset2DAsync(void* p, size_t pitch, int value, size_t width, size_t height, cudaStream_t) {
+cudaError_t CUDARTAPI cudaMemset2DAsync(void* p, size_t pitch, int value, size_t width, size_t height, cudaStream_t s) {
   if (width > pitch) return fail(cudaErrorInvalidValue);
   if (height == 0 || width == 0) return cudaSuccess;
   if (const cudaError_t e = check_side("cudaMemset2D", "destination", p, width, true)) return e;
   if (const cudaError_t e = check_side("cudaMemset2D", "destination", static_cast<char*>(p) + (height - 1) * pitch,
                                        width, true))
     return e;
-  for (size_t r = 0; r < height; ++r) std::memset(static_cast<char*>(p) + r * pitch, value, width);
+  auto* d = static_cast<char*>(p);
+  enqueue(s, "a 2-D memset", [=] {
+    for (size_t r = 0; r < height; ++r) std::memset(d + r * pitch, value, width);
+  });
   return cudaSuccess;
 }
 
-cudaError_t CUDARTAPI cudaStreamCreate(cudaStream_t* s) {
-  *s = reinterpret_cast<cudaStream_t>(new StreamObj{g_device});
+cudaError_t CUDARTAPI cudaStreamCreateWithPriority(cudaStream_t* s, unsigned int flags, int) {
+  std::lock_guard<std::recursive_mutex> lock(g_sched_mu);
+  auto* o = new StreamObj;
+  o->device = g_device;
+  o->blocking = (flags & cudaStreamNonBlocking) == 0;
+  g_streams.push_back(o);
+  *s = reinterpret_cast<cudaStream_t>(o);
   return cudaSuccess;
 }
-cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) { return cudaStreamCreate(s); }
-cudaError_t CUDARTAPI cudaStreamCreateWithPriority(cudaStream_t* s, unsigned int, int) { return cudaStreamCreate(s); }
+cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
+  return cudaStreamCreateWithPriority(s, flags, 0);
+}
+cudaError_t CUDARTAPI cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithPriority(s, cudaStreamDefault, 0); }
 cudaError_t CUDARTAPI cudaStreamDestroy(cudaStream_t s) {
-  delete reinterpret_cast<StreamObj*>(s);
+  if (is_legacy(s)) return fail(cudaErrorInvalidResourceHandle);
+  std::lock_guard<std::recursive_mutex> lock(g_sched_mu);
+  run_until(obj(s), UINT64_MAX);  // its work still completes (CUDA releases the stream afterwards)
+  g_streams.erase(std::find(g_streams.begin(), g_streams.end(), obj(s)));
+  delete obj(s);
   return cudaSuccess;
 }
-cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t CUDARTAPI cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
-cudaError_t CUDARTAPI cudaStreamWaitEvent(cudaStream_t, cudaEvent_t e, unsigned int) {
-  return e ? cudaSuccess : fail(cudaErrorInvalidValue);
+cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t s) {
+  complete(s);
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaStreamQuery(cudaStream_t s) {
+  std::lock_guard<std::recursive_mutex> lock(g_sched_mu);
+  if (is_legacy(s)) {
+    for (const StreamObj* o : g_streams)
+      if (o->blocking && !o->queue.empty()) return cudaErrorNotReady;
+    return cudaSuccess;
+  }
+  return obj(s)->queue.empty() ? cudaSuccess : cudaErrorNotReady;
+}
+cudaError_t CUDARTAPI cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
+  if (!e) return fail(cudaErrorInvalidValue);
+  std::shared_ptr<Token> t;
+  {
+    std::lock_guard<std::recursive_mutex> lock(g_sched_mu);
+    t = reinterpret_cast<EventObj*>(e)->latest;  // the record at the time of the call
+  }
+  if (!t) return cudaSuccess;  // never recorded: nothing to wait for
+  Op op;
+  op.what = "a stream wait";
+  op.wait = std::move(t);
+  issue(s, std::move(op));
+  return cudaSuccess;
 }
 
-cudaError_t CUDARTAPI cudaEventCreate(cudaEvent_t* e) {
-  *e = reinterpret_cast<cudaEvent_t>(new EventObj{});
-  return cudaSuccess;
-}
 cudaError_t CUDARTAPI cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
   auto* o = new EventObj{};
   o->timing = (flags & cudaEventDisableTiming) == 0;
   *e = reinterpret_cast<cudaEvent_t>(o);
   return cudaSuccess;
 }
+cudaError_t CUDARTAPI cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
 cudaError_t CUDARTAPI cudaEventDestroy(cudaEvent_t e) {
-  delete reinterpret_cast<EventObj*>(e);
+  std::lock_guard<std::recursive_mutex> lock(g_sched_mu);  // another thread may be querying it
+  delete reinterpret_cast<EventObj*>(e);                    // a pending record keeps its token alive
   return cudaSuccess;
 }
-cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e) return fail(cudaErrorInvalidValue);
-  auto* o = reinterpret_cast<EventObj*>(e);
-  o->t = std::chrono::steady_clock::now();
-  o->recorded = true;
+  auto t = std::make_shared<Token>();
+  {
+    std::lock_guard<std::recursive_mutex> lock(g_sched_mu);
+    reinterpret_cast<EventObj*>(e)->latest = t;
+  }
+  Op op;
+  op.what = "an event record";
+  op.signal = std::move(t);
+  issue(s, std::move(op));
   return cudaSuccess;
 }
-cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t e) { return e ? cudaSuccess : fail(cudaErrorInvalidValue); }
-cudaError_t CUDARTAPI cudaEventQuery(cudaEvent_t e) { return e ? cudaSuccess : fail(cudaErrorInvalidValue); }
+cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t e) {
+  if (!e) return fail(cudaErrorInvalidValue);
+  std::lock_guard<std::recursive_mutex> lock(g_sched_mu);
+  satisfy(reinterpret_cast<EventObj*>(e)->latest);
+  return cudaSuccess;
+}
+// Never runs work (the project's watchdog thread calls this): only reports whether the record has run.
+cudaError_t CUDARTAPI cudaEventQuery(cudaEvent_t e) {
+  if (!e) return fail(cudaErrorInvalidValue);
+  std::shared_ptr<Token> t;
+  {
+    std::lock_guard<std::recursive_mutex> lock(g_sched_mu);
+    t = reinterpret_cast<EventObj*>(e)->latest;
+  }
+  return !t || t->done.load(std::memory_order_acquire) ? cudaSuccess : cudaErrorNotReady;
+}
 cudaError_t CUDARTAPI cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   auto* a = reinterpret_cast<EventObj*>(start);
   auto* b = reinterpret_cast<EventObj*>(end);
   if (!a || !b || !a->timing || !b->timing) return fail(cudaErrorInvalidResourceHandle);
-  if (!a->recorded || !b->recorded) return fail(cudaErrorInvalidResourceHandle);
-  *ms = std::chrono::duration<float, std::milli>(b->t - a->t).count();
+  std::lock_guard<std::recursive_mutex> lock(g_sched_mu);
+  if (!a->latest || !b->latest) return fail(cudaErrorInvalidResourceHandle);
+  if (!a->latest->done || !b->latest->done) return fail(cudaErrorNotReady);
+  *ms = std::chrono::duration<float, std::milli>(b->latest->t - a->latest->t).count();
   return cudaSuccess;
 }
 

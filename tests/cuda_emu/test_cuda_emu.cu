@@ -1,7 +1,8 @@
 // The emulator itself (built only with ORTHOSHARD_CUDA=EMULATE): coordinates, barriers and shuffles give what
 // a GPU gives; launch errors are reported; a deadlocking barrier or an unsupported shuffle stops the process with
 // a message; shared memory starts as garbage in every block; CUDA_EMU_ORDER=reverse exposes a missing
-// __syncthreads that the default order hides.
+// __syncthreads that the default order hides; work on streams runs only when needed, in the orders
+// CUDA_EMU_STREAMS names, so a missing event wait shows as stale data.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -10,6 +11,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <numeric>
+#include <string>
 #include <vector>
 
 namespace {
@@ -102,6 +104,30 @@ __global__ void wmma_misaligned(float* out) {
   wmma::fill_fragment(f, 1.f);
   wmma::store_matrix_sync(out + 4, f, 16, wmma::mem_row_major);
 }
+
+__global__ void copy_ints(int* dst, const int* src, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) dst[i] = src[i];
+}
+
+int read_int(const int* d) {
+  int h = -1;
+  EXPECT_EQ(cudaMemcpy(&h, d, sizeof h, cudaMemcpyDeviceToHost), cudaSuccess);
+  return h;
+}
+
+// Sets CUDA_EMU_STREAMS for one scope (the emulator reads it at every use).
+struct StreamOrder {
+  std::string before;
+  bool had = false;
+  explicit StreamOrder(const char* order) {
+    if (const char* v = std::getenv("CUDA_EMU_STREAMS")) had = true, before = v;
+    setenv("CUDA_EMU_STREAMS", order, 1);
+  }
+  ~StreamOrder() {
+    if (had) setenv("CUDA_EMU_STREAMS", before.c_str(), 1);
+    else unsetenv("CUDA_EMU_STREAMS");
+  }
+};
 
 std::vector<int> run_missing_barrier(int v) {
   int* d = nullptr;
@@ -252,3 +278,101 @@ TEST(CudaEmuDeathTest, WmmaOnAMisalignedPointerStops) {
 }
 
 }  // namespace
+
+TEST(CudaEmu, StreamWorkRunsOnlyWhenSomethingNeedsIt) {
+  int* x = nullptr;
+  cudaStream_t a = nullptr;
+  cudaEvent_t done = nullptr;
+  ASSERT_EQ(cudaMalloc(&x, sizeof(int)), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), cudaSuccess);
+  fill<int><<<1, 32, 0, a>>>(x, 5, 1);
+  ASSERT_EQ(cudaEventRecord(done, a), cudaSuccess);
+  EXPECT_EQ(cudaEventQuery(done), cudaErrorNotReady);
+  EXPECT_EQ(cudaStreamQuery(a), cudaErrorNotReady);
+  EXPECT_EQ(read_int(x), -1) << "a blocking copy does not wait for a non-blocking stream (NaN pattern expected)";
+  ASSERT_EQ(cudaEventSynchronize(done), cudaSuccess);
+  EXPECT_EQ(cudaEventQuery(done), cudaSuccess);
+  EXPECT_EQ(cudaStreamQuery(a), cudaSuccess);
+  EXPECT_EQ(read_int(x), 5);
+  cudaEventDestroy(done);
+  cudaStreamDestroy(a);
+  cudaFree(x);
+}
+
+// x = 0; stream `w` writes x = 1; stream `r` copies x to y, after `w`'s write only if `wait`; issued writer first
+// or reader first. Returns y after synchronizing `r` (and then everything).
+int race(const char* order, bool writer_first, bool wait) {
+  StreamOrder scope(order);
+  int *x = nullptr, *y = nullptr;
+  cudaStream_t w = nullptr, r = nullptr;
+  cudaEvent_t written = nullptr;
+  EXPECT_EQ(cudaMalloc(&x, sizeof(int)), cudaSuccess);
+  EXPECT_EQ(cudaMalloc(&y, sizeof(int)), cudaSuccess);
+  EXPECT_EQ(cudaMemset(x, 0, sizeof(int)), cudaSuccess);
+  EXPECT_EQ(cudaStreamCreate(&w), cudaSuccess);
+  EXPECT_EQ(cudaStreamCreate(&r), cudaSuccess);
+  EXPECT_EQ(cudaEventCreate(&written), cudaSuccess);
+  auto write = [&] {
+    fill<int><<<1, 32, 0, w>>>(x, 1, 1);
+    EXPECT_EQ(cudaEventRecord(written, w), cudaSuccess);
+  };
+  if (writer_first) write();
+  if (wait) {
+    EXPECT_EQ(cudaStreamWaitEvent(r, written, 0), cudaSuccess);
+  }
+  copy_ints<<<1, 32, 0, r>>>(y, x, 1);
+  if (!writer_first) write();
+  EXPECT_EQ(cudaStreamSynchronize(r), cudaSuccess);
+  const int got = read_int(y);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cudaEventDestroy(written);
+  cudaStreamDestroy(w);
+  cudaStreamDestroy(r);
+  cudaFree(x);
+  cudaFree(y);
+  return got;
+}
+
+TEST(CudaEmu, LazyStreamsShowAReaderThatDoesNotWaitForItsWriter) {
+  EXPECT_EQ(race("lazy", true, true), 1);
+  EXPECT_EQ(race("lazy", true, false), 0) << "the reader ran before the writer it did not wait for";
+  EXPECT_EQ(race("immediate", true, false), 1) << "issue order hides the missing wait";
+}
+
+TEST(CudaEmu, OthersFirstShowsAWriterThatDoesNotWaitForAReader) {
+  EXPECT_EQ(race("lazy", false, false), 0);
+  EXPECT_EQ(race("others-first", false, false), 1) << "the later writer ran before the reader on another stream";
+}
+
+TEST(CudaEmu, AsyncCopiesReadPageableMemoryAtTheCallAndPinnedMemoryWhenTheyRun) {
+  int* d = nullptr;
+  void* host = nullptr;
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, 2 * sizeof(int)), cudaSuccess);
+  ASSERT_EQ(cudaMallocHost(&host, sizeof(int)), cudaSuccess);
+  int* pinned = static_cast<int*>(host);
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  std::vector<int> pageable{1};
+  *pinned = 1;
+  ASSERT_EQ(cudaMemcpyAsync(d, pageable.data(), sizeof(int), cudaMemcpyHostToDevice, s), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(d + 1, pinned, sizeof(int), cudaMemcpyHostToDevice, s), cudaSuccess);
+  pageable[0] = 2;  // allowed: CUDA staged the pageable source during the call
+  *pinned = 2;      // a race on a GPU: the DMA has not necessarily read it yet
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(read_int(d), 1);
+  EXPECT_EQ(read_int(d + 1), 2);
+  // Into pageable memory the copy is complete on return; into pinned memory only after a synchronization.
+  int back = 0;
+  *pinned = 0;
+  fill<int><<<1, 32, 0, s>>>(d, 7, 2);
+  ASSERT_EQ(cudaMemcpyAsync(&back, d, sizeof(int), cudaMemcpyDeviceToHost, s), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(pinned, d + 1, sizeof(int), cudaMemcpyDeviceToHost, s), cudaSuccess);
+  EXPECT_EQ(back, 7);
+  EXPECT_EQ(*pinned, 0);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(*pinned, 7);
+  cudaStreamDestroy(s);
+  cudaFreeHost(pinned);
+  cudaFree(d);
+}
