@@ -3,9 +3,9 @@
 // launches `k<<<grid, block, smem, stream>>>(args)` are first rewritten (rewrite_launches.cmake) to
 // `::cuda_emu::Launch(grid, block, smem, stream)([](auto... a) { k(a...); }, args)`. A launch is queued on its
 // stream (emu_streams.hpp); when it runs, each CUDA thread of a block runs as a fiber, blocks one after another
-// on the thread that needs the result. __syncthreads and warp shuffles are barriers between the fibers; a barrier that can never complete
-// (divergent __syncthreads, a shuffle across an exited or missing lane) stops the process with a message
-// instead of hanging.
+// on the thread that needs the result. __syncthreads and warp shuffles are barriers between the fibers; a
+// barrier that can never complete (divergent __syncthreads, a shuffle across an exited or missing lane) stops
+// the process with a message instead of hanging.
 #pragma once
 
 #include <cuda_bf16.h>

@@ -160,7 +160,8 @@ cublasStatus_t CUBLASWINAPI cublasGemmStridedBatchedEx(cublasHandle_t h, cublasO
       char* c = static_cast<char*>(C) + i * strideC * static_cast<long long>(ec);
       const std::vector<float> acc = product(ta, tb, m, n, k, al, a, Atype, lda, b, Btype, ldb, be, c, Ctype, ldc);
       for (int j = 0; j < n; ++j)
-        for (int r = 0; r < m; ++r) store(c, Ctype, r + std::int64_t(j) * ldc, acc[static_cast<std::size_t>(r + j * m)]);
+        for (int r = 0; r < m; ++r)
+          store(c, Ctype, r + std::int64_t(j) * ldc, acc[static_cast<std::size_t>(r + j * m)]);
     }
   });
   return CUBLAS_STATUS_SUCCESS;
@@ -175,9 +176,9 @@ cublasStatus_t CUBLASWINAPI cublasGemmEx(cublasHandle_t h, cublasOperation_t tra
                                     Ctype, ldc, 0, 1, compute, algo);
 }
 
-cublasStatus_t CUBLASWINAPI cublasSsyrk_v2(cublasHandle_t h, cublasFillMode_t uplo, cublasOperation_t trans, int n, int k,
-                                           const float* alpha, const float* A, int lda, const float* beta, float* C,
-                                           int ldc) {
+cublasStatus_t CUBLASWINAPI cublasSsyrk_v2(cublasHandle_t h, cublasFillMode_t uplo, cublasOperation_t trans, int n,
+                                           int k, const float* alpha, const float* A, int lda, const float* beta,
+                                           float* C, int ldc) {
   const bool t = trans != CUBLAS_OP_N;
   if (n < 0 || k < 0 || lda < std::max(1, t ? k : n) || ldc < std::max(1, n)) return CUBLAS_STATUS_INVALID_VALUE;
   if (n == 0) return CUBLAS_STATUS_SUCCESS;

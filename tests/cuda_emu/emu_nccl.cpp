@@ -96,7 +96,8 @@ void finish(const char* what, cudaStream_t stream, const void* send, std::size_t
   if (!overlaps(send, send_bytes, recv, recv_bytes))  // in place: the receive buffer's check covers it
     send_copy.assign(static_cast<const char*>(send), static_cast<const char*>(send) + send_bytes);
   if (recv_bytes) std::memset(recv, 0xff, recv_bytes);
-  auto state = std::make_shared<std::pair<std::vector<char>, std::vector<char>>>(std::move(send_copy), std::move(result));
+  auto state =
+      std::make_shared<std::pair<std::vector<char>, std::vector<char>>>(std::move(send_copy), std::move(result));
   cuda_emu::enqueue(stream, what, [what, send, recv, state] {
     const std::vector<char>& sent = state->first;
     const std::vector<char>& out = state->second;

@@ -878,7 +878,9 @@ cudaError_t CUDARTAPI cudaStreamCreateWithPriority(cudaStream_t* s, unsigned int
 cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
   return cudaStreamCreateWithPriority(s, flags, 0);
 }
-cudaError_t CUDARTAPI cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithPriority(s, cudaStreamDefault, 0); }
+cudaError_t CUDARTAPI cudaStreamCreate(cudaStream_t* s) {
+  return cudaStreamCreateWithPriority(s, cudaStreamDefault, 0);
+}
 cudaError_t CUDARTAPI cudaStreamDestroy(cudaStream_t s) {
   if (is_legacy(s)) return fail(cudaErrorInvalidResourceHandle);
   std::lock_guard<std::recursive_mutex> lock(g_sched_mu);
