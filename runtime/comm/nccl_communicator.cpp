@@ -40,10 +40,14 @@ ncclDataType_t nccl_type(DType dt) {
   fail("no NCCL type for dtype code {}", static_cast<int>(dt));
 }
 
-ncclRedOp_t nccl_op(DType dt, ReduceOp op) {
+// nranks: the communicator's size. On one rank a mean is the value itself, so it runs as ncclSum (a plain copy):
+// NCCL before 2.29.7 runs a one-rank ncclAvg through a scaling kernel that leaves the last elements of the
+// output unwritten when the count does not split evenly over its blocks (NVIDIA/nccl issue 1950; seen here on
+// NCCL 2.28.9, an H100: a one-rank f32 reduce-scatter into a separate buffer kept stale gradient elements).
+ncclRedOp_t nccl_op(DType dt, ReduceOp op, int nranks) {
   if (op == ReduceOp::Mean) {
     OS_CHECK(is_floating(dt), "mean reduction of integer dtype {} is not defined", dtype_name(dt));
-    return ncclAvg;
+    return nranks == 1 ? ncclSum : ncclAvg;
   }
   if (dt == DType::U8) OS_CHECK(op == ReduceOp::Max, "sum of u8 values would overflow; reduce as i32");
   return op == ReduceOp::Max ? ncclMax : ncclSum;
@@ -301,14 +305,14 @@ Request NcclCommunicator::broadcast_async(void* buf, std::size_t count, DType dt
 void NcclCommunicator::all_reduce(const void* send, void* recv, std::size_t count, DType dt, ReduceOp op) {
   const std::size_t b = count * dtype_size(dt);
   run("all_reduce", send, b, recv, b, false, false, [&](const void* s, void* r, cudaStream_t st) {
-    OS_NCCL_CHECK(ncclAllReduce(s, r, count, nccl_type(dt), nccl_op(dt, op), comm_, st));
+    OS_NCCL_CHECK(ncclAllReduce(s, r, count, nccl_type(dt), nccl_op(dt, op, size()), comm_, st));
   });
 }
 
 Request NcclCommunicator::all_reduce_async(const void* send, void* recv, std::size_t count, DType dt, ReduceOp op) {
   const std::size_t b = count * dtype_size(dt);
   return run("all_reduce", send, b, recv, b, false, true, [&](const void* s, void* r, cudaStream_t st) {
-    OS_NCCL_CHECK(ncclAllReduce(s, r, count, nccl_type(dt), nccl_op(dt, op), comm_, st));
+    OS_NCCL_CHECK(ncclAllReduce(s, r, count, nccl_type(dt), nccl_op(dt, op, size()), comm_, st));
   });
 }
 
@@ -361,7 +365,7 @@ Request NcclCommunicator::reduce_scatter_async(const void* send, void* recv, std
   const std::size_t es = dtype_size(dt), n = static_cast<std::size_t>(size());
   return run("reduce_scatter", send, n * count * es, recv, count * es, false, true,
              [&](const void* s, void* r, cudaStream_t st) {
-               OS_NCCL_CHECK(ncclReduceScatter(s, r, count, nccl_type(dt), nccl_op(dt, op), comm_, st));
+               OS_NCCL_CHECK(ncclReduceScatter(s, r, count, nccl_type(dt), nccl_op(dt, op, size()), comm_, st));
              });
 }
 

@@ -98,6 +98,44 @@ TEST_P(DeviceComm, AllReduceSumMeanMaxOnDeviceBuffers) {
   }
 }
 
+// Means into a separate output that starts as NaN, so every element must be written, at counts of the form
+// 2^j·32 + r: they leave a tail when split over a power-of-two number of blocks. NCCL before 2.29.7 left such a
+// tail unwritten in a one-rank ncclAvg (the communicator runs a one-rank mean as a sum for that reason); the
+// in-place test above cannot see it, since an unwritten element of an in-place one-rank mean is already right.
+TEST_P(DeviceComm, MeanIntoAnotherBufferWritesEveryElement) {
+  const int n = dc().size(), r = dc().rank();
+  for (std::size_t c : {std::size_t{2053}, std::size_t{32785}, std::size_t{262147}}) {
+    std::vector<float> mine(c * n);
+    std::vector<bf16> mine_b(c * n);
+    for (std::size_t k = 0; k < mine.size(); ++k) {
+      mine[k] = value(r, k * 7 + 3);
+      mine_b[k] = float_to_bf16(static_cast<float>((r + 1) * (k % 5)));
+    }
+    auto send = upload(mine);
+    auto send_b = upload(mine_b);
+    auto ar = upload(std::vector<float>(c * n, NAN)), rs = upload(std::vector<float>(c, NAN));
+    auto ar_b = upload(std::vector<bf16>(c * n, float_to_bf16(NAN)));
+    dc().all_reduce(send.data(), ar.data(), c * n, DType::F32, ReduceOp::Mean);
+    dc().reduce_scatter(send.data(), rs.data(), c, DType::F32, ReduceOp::Mean);
+    dc().all_reduce(send_b.data(), ar_b.data(), c * n, DType::BF16, ReduceOp::Mean);
+    const auto har = download(ar), hrs = download(rs);
+    const auto har_b = download(ar_b);
+    for (std::size_t k = 0; k < c * n; ++k) {
+      float s = 0, sb = 0;
+      for (int p = 0; p < n; ++p) {
+        s += value(p, k * 7 + 3);
+        sb += static_cast<float>((p + 1) * (k % 5));
+      }
+      ASSERT_NEAR(har[k], s / n, 1e-5 * std::abs(s)) << "f32 all_reduce mean at " << k << " of " << c * n;
+      ASSERT_NEAR(bf16_to_float(har_b[k]), sb / n, 2e-2 * std::abs(sb) + 1e-6)
+          << "bf16 all_reduce mean at " << k << " of " << c * n;
+      if (k / c == static_cast<std::size_t>(r)) {
+        ASSERT_NEAR(hrs[k % c], s / n, 1e-5 * std::abs(s)) << "f32 reduce_scatter mean at " << k % c << " of " << c;
+      }
+    }
+  }
+}
+
 TEST_P(DeviceComm, GatherScatterAndAllToAllWithUnevenAndEmptyBlocks) {
   const int n = dc().size(), r = dc().rank();
   // all_gather
