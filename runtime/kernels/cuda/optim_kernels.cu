@@ -203,6 +203,12 @@ __global__ void transpose_kernel(float* out, const float* in, std::int64_t rows,
   }
 }
 
+__global__ void scale_rows_kernel(float* out, const float* in, const float* s, std::int64_t rows, std::int64_t cols) {
+  const std::int64_t total = rows * cols;
+  for (std::int64_t idx = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; idx < total; idx += std::int64_t(gridDim.x) * blockDim.x)
+    out[idx] = in[idx] * s[idx / cols];
+}
+
 }  // namespace
 
 template <typename T>
@@ -336,6 +342,12 @@ void transpose(float* out, const float* in, std::int64_t rows, std::int64_t cols
   OS_CUDA_REQUIRE(gy <= 65535, "transpose: too many rows");
   transpose_kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), dim3(32, 8), 0, stream>>>(out, in, rows,
                                                                                                           cols);
+  OS_CUDA_CHECK_LAUNCH();
+}
+
+void scale_rows(float* out, const float* in, const float* s, std::int64_t rows, std::int64_t cols, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return;
+  scale_rows_kernel<<<blocks_for(rows * cols), kThreads, 0, stream>>>(out, in, s, rows, cols);
   OS_CUDA_CHECK_LAUNCH();
 }
 

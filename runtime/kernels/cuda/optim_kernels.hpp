@@ -85,5 +85,7 @@ template <typename T>
 void symmetrize_upper_rowmajor(T* a, std::int64_t r, std::int64_t count, cudaStream_t stream);
 // out (cols x rows, row-major) = transpose of in (rows x cols, row-major).
 void transpose(float* out, const float* in, std::int64_t rows, std::int64_t cols, cudaStream_t stream);
+// out (rows x cols, row-major) = in with row i multiplied by s[i] (s on the device); out may be in.
+void scale_rows(float* out, const float* in, const float* s, std::int64_t rows, std::int64_t cols, cudaStream_t stream);
 
 }  // namespace orthoshard::cuda
