@@ -24,16 +24,35 @@ mkdir -p "$out"
 source tests/gpu/kit-env.sh
 export GTEST_COLOR=no
 summary=()
+# One device command runs at most 10 minutes and brings back only what is under $OUT, so no step starts after
+# ONDEVICE_DEADLINE_S seconds (default 540), each runs under a timeout (ONDEVICE_STEP_TIMEOUT_S, default 240,
+# or what is left), and the logs are packed into $OUT after every step.
+deadline=${ONDEVICE_DEADLINE_S:-540}
+step_cap=${ONDEVICE_STEP_TIMEOUT_S:-240}
+pack() { if [ -n "${OUT:-}" ]; then tar czf "$OUT/gpu-logs-$mode.tar.gz" -C "$root/gpu-logs" "$mode"; fi; }
 step() {  # step NAME COMMAND...: runs, logs to $out/NAME.log, records pass/fail
   local name=$1; shift
+  local left=$((deadline - SECONDS))
+  if [ "$left" -lt 15 ]; then
+    summary+=("$(printf '%-20s not run: the time budget (%ss) is spent' "$name" "$deadline")")
+    return 0
+  fi
+  local cap=$((left < step_cap ? left : step_cap))
   local t0=$SECONDS
-  "$@" >"$out/$name.log" 2>&1
+  if declare -F "$1" >/dev/null; then
+    "$@" >"$out/$name.log" 2>&1  # a shell function bounds its own commands
+  else
+    timeout -k 10 "$cap" "$@" >"$out/$name.log" 2>&1
+  fi
   local rc=$?
+  [ $rc = 124 ] && echo "[  FAILED  ] $name: timed out after ${cap}s (" >>"$out/$name.log"
   local ok skip bad
   ok=$(grep -c '^\[       OK \]' "$out/$name.log")
   skip=$(grep -c '^\[  SKIPPED \] [A-Za-z].* ms)$' "$out/$name.log")
   bad=$(grep -c '^\[  FAILED  \] [A-Za-z].*(' "$out/$name.log")
   summary+=("$(printf '%-20s rc=%-3s %4ss  ok %-3s skipped %-3s failed %s' "$name" "$rc" $((SECONDS - t0)) "$ok" "$skip" "$bad")")
+  printf '%s\n' "${summary[@]}" >"$out/summary.txt"
+  pack
   return 0
 }
 {
@@ -45,14 +64,6 @@ run_tests=0 run_bench=0
 [ "$mode" = bench ] || [ "$mode" = all ] && run_bench=1
 if [ $run_tests = 1 ]; then
 step cuda_kernels "$KIT/bin/test_cuda"
-# The fused attention kernels under compute-sanitizer: shared-memory races (racecheck; the emulator cannot see a
-# missing __syncwarp where a shuffle or a fragment operation sits between) and out-of-bounds accesses (memcheck).
-sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-if [ -x "$sanitizer" ]; then
-  for tool in racecheck memcheck; do
-    step "flash_$tool" "$sanitizer" --tool "$tool" --error-exitcode 1 "$KIT/bin/test_cuda" --gtest_filter='*FlashAttention*'
-  done
-fi
 step gpt2_cuda "$KIT/bin/test_gpt2_cuda"
 for np in 1 2 3 4; do step "device_comm_np$np" mpirun -np "$np" "$KIT/bin/test_device_comm"; done
 # Every optimizer trace through the GPU optimizer: bf16 Newton-Schulz (2e-2) and f32 (1e-4); NCCL at 1 rank,
@@ -65,9 +76,10 @@ replays() {
         comm=${run%:*}; np=${run#*:}
         echo "== $trace $prec $comm np$np"
         local log
-        log=$(mpirun -np "$np" "$KIT/bin/orthoshard" replay "$ORTHOSHARD_TESTDATA/optim/$trace.h5" --backend cuda \
+        log=$(timeout -k 5 90 mpirun -np "$np" "$KIT/bin/orthoshard" replay "$ORTHOSHARD_TESTDATA/optim/$trace.h5" --backend cuda \
                 --precision "$prec" --comm "$comm" 2>&1)
         echo "$log"
+        if [ $((deadline - SECONDS)) -lt 15 ]; then echo "replays stop: the time budget is spent"; return; fi
         if grep -q '^PASS' <<<"$log"; then
           echo "[       OK ] replay_${trace}_${prec}_${comm}_np$np"
         else
@@ -80,6 +92,14 @@ replays() {
 step replay_cuda replays
 # The trainer on the GPU against the CPU trainer, the GPT-2 reference and its own checkpoints.
 for np in 1 2 3 4; do step "train_cuda_np$np" mpirun -np "$np" "$KIT/bin/test_train_cuda"; done
+# The fused attention kernels under compute-sanitizer: shared-memory races (racecheck; the emulator cannot see a
+# missing __syncwarp where a shuffle or a fragment operation sits between) and out-of-bounds accesses (memcheck).
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+if [ -x "$sanitizer" ]; then
+  for tool in racecheck memcheck; do
+    step "flash_$tool" "$sanitizer" --tool "$tool" --error-exitcode 1 "$KIT/bin/test_cuda" --gtest_filter='*FlashAttention*'
+  done
+fi
 fi
 if [ $run_bench = 1 ]; then
 # Numbers: GEMM rates, Newton-Schulz against them, attention (fused against GEMMs), GPT-2 124M bf16 training steps
@@ -134,4 +154,4 @@ if [ $run_tests = 1 ]; then
   echo "---- compute-sanitizer ----"; grep -H 'ERROR SUMMARY' "$out"/flash_*.log 2>/dev/null || echo "not run (no compute-sanitizer)"
 fi
 echo "---- summary ----"; printf '%s\n' "${summary[@]}"
-if [ -n "${OUT:-}" ]; then tar czf "$OUT/gpu-logs-$mode.tar.gz" -C "$root/gpu-logs" "$mode"; fi
+pack
