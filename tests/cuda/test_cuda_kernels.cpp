@@ -89,8 +89,10 @@ OS_TEST(CudaKernels, EmbeddingF32) { OS_REQUIRE_GPU(); embedding_case<float>(); 
 OS_TEST(CudaKernels, EmbeddingBF16) { OS_REQUIRE_GPU(); embedding_case<bf16>(); }
 
 // ---------------- layernorm ----------------
-template <typename T> void layernorm_case() {
-  const std::int64_t N = 37, C = 100;  // C not a multiple of 32: the warp-per-row loops end in a partial pass
+// C = 100, not a multiple of 32: the warp-per-row loops end in a partial pass. C = 768: the backward's 16-byte
+// packed kernel (3 packs per lane in bf16, 6 in f32). N = 37: two row chunks of the column sums; N = 1000: 32
+// chunks, the last one partial, more than the finishing pass's 16 groups of chunks.
+template <typename T> void layernorm_case(std::int64_t N, std::int64_t C) {
   auto x = randn(N * C, 10, 2.0);
   for (auto& v : x) v += 0.7;
   x = rounded<T>(x);
@@ -130,8 +132,16 @@ template <typename T> void layernorm_case() {
   OS_EXPECT_MATCH(T, "layernorm backward dw", download(d_dw), dw);
   OS_EXPECT_MATCH(T, "layernorm backward db", download(d_db), db);
 }
-OS_TEST(CudaKernels, LayerNormF32) { OS_REQUIRE_GPU(); layernorm_case<float>(); }
-OS_TEST(CudaKernels, LayerNormBF16) { OS_REQUIRE_GPU(); layernorm_case<bf16>(); }
+OS_TEST(CudaKernels, LayerNormF32) {
+  OS_REQUIRE_GPU();
+  for (std::int64_t N : {37, 1000}) layernorm_case<float>(N, 100);
+  layernorm_case<float>(37, 768);
+}
+OS_TEST(CudaKernels, LayerNormBF16) {
+  OS_REQUIRE_GPU();
+  for (std::int64_t N : {37, 1000}) layernorm_case<bf16>(N, 100);
+  layernorm_case<bf16>(37, 768);
+}
 
 // ---------------- elementwise: GELU, bias, residual ----------------
 template <typename T> void elementwise_case() {

@@ -52,7 +52,8 @@ void layernorm_forward(T* out, float* mean, float* rstd, const T* x, const T* w,
 // Floats of scratch that layernorm_backward, bias_backward need (partial column sums over row chunks).
 std::size_t column_sums_scratch_floats(std::int64_t N, std::int64_t C, int sums_per_column = 2);
 
-// dx (N, C) += ∂/∂x; dw (C) += Σ_n dout·x̂; db (C) += Σ_n dout (fixed-order two-pass sums, fp32).
+// dx (N, C) += ∂/∂x; dw (C) += Σ_n dout·x̂; db (C) += Σ_n dout (fixed-order two-pass sums, fp32). dx must not
+// overlap dout, x or w.
 template <typename T>
 void layernorm_backward(T* dx, T* dw, T* db, float* scratch, const T* dout, const T* x, const T* w,
                         const float* mean, const float* rstd, std::int64_t N, std::int64_t C, cudaStream_t stream);
