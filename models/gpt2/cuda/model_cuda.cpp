@@ -287,7 +287,8 @@ void Gpt2CudaModel<T>::head_backward(const HeadWeights& w, const HeadWeights& g,
   // zeros (cross_entropy_backward_inplace writes them), so dwte's padding rows get += 0 and the padding rows of
   // wte (zeros from the init and the llm.c files, and they never get a gradient) add 0 to dlnf. On an H100 the
   // dlnf GEMM with the odd depth V = 50257 ran at 80 TFLOP/s against 709 with Vp = 50304 (the dwte GEMM: 453
-  // against 700), so the padded shapes are what cuBLAS is fast on.
+  // against 700; both timed through PyTorch's cuBLAS matmul), and this phase of the GPT-2 124M step (B=8,
+  // T=1024) went from 9.4 ms to 1.5 ms.
   mark("bwd head matmul");
   cuda::gemm<T>(blas_, true, false, Vp, C, N, 1.f, dlogits, Vp, b.lnf.data(), C, 1.f, dwte, C, stream_);
   cuda::gemm<T>(blas_, false, false, N, C, Vp, 1.f, dlogits, Vp, wte, C, 0.f, b.dsmall.data(), C, stream_);
