@@ -210,6 +210,7 @@ OS_TEST(CudaOptim, NewtonSchulzSymmetricProducts) {
   OS_REQUIRE_GPU();
   Blas blas;
   NewtonSchulzGpu sym(blas, NewtonSchulzGpu::Precision::BF16), full(blas, NewtonSchulzGpu::Precision::BF16);
+  sym.symmetric = true;
   full.symmetric = false;
   for (const auto& [m, n] : {std::array<std::int64_t, 2>{256, 384}, std::array<std::int64_t, 2>{384, 256},
                              std::array<std::int64_t, 2>{384, 640}, std::array<std::int64_t, 2>{640, 384},
@@ -232,12 +233,15 @@ OS_TEST(CudaOptim, NewtonSchulzSymmetricProducts) {
 }
 
 // run_batched on `count` same-shape matrices of very different scales (each must get its own norm) against run()
-// on each matrix alone and against fp64: bf16 with tiled symmetric products (wide, tall), bf16 with full GEMMs
-// (sides that do not tile), and fp32 (matrix by matrix, so bitwise equal to run()).
+// on each matrix alone and against fp64: bf16 with the tiled symmetric products (where the sides tile) and with
+// full GEMMs (the default), and fp32 (matrix by matrix, so bitwise equal to run()).
 OS_TEST(CudaOptim, NewtonSchulzBatched) {
   OS_REQUIRE_GPU();
   Blas blas;
-  NewtonSchulzGpu ns16(blas, NewtonSchulzGpu::Precision::BF16), ns32(blas, NewtonSchulzGpu::Precision::F32);
+  NewtonSchulzGpu ns16(blas, NewtonSchulzGpu::Precision::BF16), ns16f(blas, NewtonSchulzGpu::Precision::BF16),
+      ns32(blas, NewtonSchulzGpu::Precision::F32);
+  ns16.symmetric = true;
+  ns16f.symmetric = false;
   for (const auto& [m, n] : {std::array<std::int64_t, 2>{256, 384}, std::array<std::int64_t, 2>{512, 256},
                              std::array<std::int64_t, 2>{64, 192}, std::array<std::int64_t, 2>{45, 7}}) {
     for (const std::int64_t count : {1, 2, 3, 5}) {
@@ -250,8 +254,8 @@ OS_TEST(CudaOptim, NewtonSchulzBatched) {
         all.insert(all.end(), g.begin(), g.end());
         each.push_back(std::move(g));
       }
-      for (NewtonSchulzGpu* ns : {&ns16, &ns32}) {
-        const bool bf = ns == &ns16;
+      for (NewtonSchulzGpu* ns : {&ns16, &ns16f, &ns32}) {
+        const bool bf = ns != &ns32;
         auto batch = upload<float>(all);
         ns->run_batched(batch.data(), count, m, n, nullptr);
         const auto got = download(batch);

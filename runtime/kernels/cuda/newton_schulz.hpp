@@ -6,8 +6,9 @@
 //         a X term through the GEMM's beta). cuBLAS has no bf16 syrk, so the symmetric products A = X Xᵀ and
 //         A² are made of tiles: the short side r is cut into T tiles of t = r / T rows, and only the
 //         T (T + 1) / 2 tiles on and above the diagonal are computed (one strided-batched GEMM per tile
-//         diagonal), then mirrored. T = 4 saves 37.5% of those two products' flops. Sizes without such a tiling
-//         (symmetric_tiles() = 0), or symmetric = false, use full GEMMs (cuBLASLt/cublasGemmEx).
+//         diagonal), then mirrored, when `symmetric` is set. T = 4 saves 37.5% of those two products' flops.
+//         By default, and for sizes without such a tiling (symmetric_tiles() = 0), full GEMMs
+//         (cuBLASLt/cublasGemmEx).
 // Batched: run_batched() orthogonalizes `count` same-shape matrices stored one after another, each with its own
 // norm, and (BF16) every product of an iteration is one strided-batched GEMM over the count matrices (the tiled
 // symmetric products one per tile), so a group of same-shape matrices costs the launches of one matrix. The
@@ -58,8 +59,11 @@ class NewtonSchulzGpu {
   Precision precision() const { return precision_; }
   int steps() const { return steps_; }
 
-  // BF16: the symmetric products by upper tiles (see above). False: full GEMMs (the benchmark times both).
-  bool symmetric = true;
+  // BF16: true takes the symmetric products by upper tiles (see above); false (the default) full GEMMs. The
+  // benchmark times both: on an H100 (CUDA 13's cuBLAS) the tiles were slower at every size measured, e.g.
+  // 4096² at 573 against 671 GEMM-equivalent TFLOP/s, GPT-2 124M's 48 matrices batched in 8.2 against 4.9 ms:
+  // the smaller tile GEMMs lose more than the 37.5% of flops they save.
+  bool symmetric = false;
   // Tiles per side for a symmetric product of side r: the largest T <= kMaxTiles with r = T t, t a multiple of
   // 8 (16-byte rows for the tensor cores) and t >= kMinTile; 0 (full GEMMs) when there is none.
   static constexpr std::int64_t kMaxTiles = 4, kMinTile = 128;
