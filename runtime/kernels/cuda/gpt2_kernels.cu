@@ -508,18 +508,18 @@ void layernorm_backward(T* dx, T* dw, T* db, float* scratch, const T* dout, cons
   if (dx) {
     constexpr std::int64_t kPackRow = 32 * (16 / sizeof(T));  // elements of one pack per lane
     const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
-    if (C % kPackRow == 0 && C / kPackRow <= kLnMaxPacks && aligned(dx) && aligned(dout) && aligned(x) && aligned(w))
-    {
-      const int nv = static_cast<int>(C / kPackRow);
-      const unsigned blocks = warp_row_blocks(N);
-      if (nv <= 4)
-        layernorm_backward_dx_packed_kernel<T, 4><<<blocks, kThreads, 0, stream>>>(dx, dout, x, w, mean, rstd, N, nv);
-      else
-        layernorm_backward_dx_packed_kernel<T, kLnMaxPacks><<<blocks, kThreads, 0, stream>>>(dx, dout, x, w, mean,
-                                                                                            rstd, N, nv);
+    const bool packed = C % kPackRow == 0 && C / kPackRow <= kLnMaxPacks && aligned(dx) && aligned(dout) &&
+                        aligned(x) && aligned(w);
+    const int nv = static_cast<int>(C / kPackRow);
+    const unsigned blocks = warp_row_blocks(N);
+    if (packed && nv <= 4) {
+      layernorm_backward_dx_packed_kernel<T, 4><<<blocks, kThreads, 0, stream>>>(dx, dout, x, w, mean, rstd, N, nv);
+    } else if (packed) {
+      layernorm_backward_dx_packed_kernel<T, kLnMaxPacks><<<blocks, kThreads, 0, stream>>>(dx, dout, x, w, mean,
+                                                                                          rstd, N, nv);
+    } else {
+      layernorm_backward_dx_kernel<<<blocks, kThreads, 0, stream>>>(dx, dout, x, w, mean, rstd, N, C);
     }
-    else
-      layernorm_backward_dx_kernel<<<warp_row_blocks(N), kThreads, 0, stream>>>(dx, dout, x, w, mean, rstd, N, C);
     OS_CUDA_CHECK_LAUNCH();
   }
   if (dw || db) {
