@@ -29,7 +29,6 @@ struct gesvdjInfo {
   double tolerance = 0;
   int max_sweeps = 100;
   int sweeps = 0;
-  double residual = 0;
 };
 
 namespace {
@@ -350,7 +349,8 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_
 // ---------------- cuSOLVER ----------------
 // gesvdj is a one-sided Jacobi method here too (in double): sweeps of plane rotations over column pairs until
 // every pair is orthogonal to the tolerance or the sweep limit is reached, so the sweep count, the "did not
-// converge" result (info = min(m,n) + 1) and the residual behave as the real routine's do.
+// converge" result (info = min(m,n) + 1) and the unconverged factors behave as the real routine's do (no
+// residual: the project measures unconverged factors itself, see runtime/kernels/cuda/svd.hpp).
 
 cusolverStatus_t CUSOLVERAPI cusolverDnCreate(cusolverDnHandle_t* h) {
   *h = new cusolverDnContext;
@@ -385,10 +385,6 @@ cusolverStatus_t CUSOLVERAPI cusolverDnXgesvdjGetSweeps(cusolverDnHandle_t, gesv
   *sweeps = info->sweeps;
   return CUSOLVER_STATUS_SUCCESS;
 }
-cusolverStatus_t CUSOLVERAPI cusolverDnXgesvdjGetResidual(cusolverDnHandle_t, gesvdjInfo_t info, double* residual) {
-  *residual = info->residual;
-  return CUSOLVER_STATUS_SUCCESS;
-}
 cusolverStatus_t CUSOLVERAPI cusolverDnSgesvdj_bufferSize(cusolverDnHandle_t, cusolverEigMode_t, int, int m, int n,
                                                           const float*, int, const float*, const float*, int,
                                                           const float*, int, int* lwork, gesvdjInfo_t) {
@@ -402,10 +398,9 @@ cusolverStatus_t CUSOLVERAPI cusolverDnSgesvdj(cusolverDnHandle_t h, cusolverEig
   if (m < 0 || n < 0 || lda < std::max(1, m) || econ != 1 || jobz != CUSOLVER_EIG_MODE_VECTOR || ldu < std::max(1, m) ||
       ldv < std::max(1, n) || !work || lwork < std::min<std::int64_t>(INT32_MAX, std::max<std::int64_t>(1, std::int64_t(m) * n)))
     return CUSOLVER_STATUS_INVALID_VALUE;
-  // The sweep count and residual land in `params` when the stream runs the call (read them after a sync).
+  // The sweep count lands in `params` when the stream runs the call (read it after a sync).
   cuda_emu::enqueue(h->stream, "cusolverDnSgesvdj", [=] {
     params->sweeps = 0;
-    params->residual = 0;
     *info = 0;
     if (k == 0) return;
     const bool tall = m >= n;
@@ -423,7 +418,6 @@ cusolverStatus_t CUSOLVERAPI cusolverDnSgesvdj(cusolverDnHandle_t h, cusolverEig
     for (double v : a0)
       if (!std::isfinite(v)) {  // the sweeps cannot converge: every sweep, then "not converged", NaN factors
         params->sweeps = params->max_sweeps;
-        params->residual = NAN;
         for (int i = 0; i < k; ++i) S[i] = NAN;
         for (int j = 0; j < k; ++j) {
           for (int i = 0; i < m; ++i) U[i + std::int64_t(j) * ldu] = NAN;
@@ -493,23 +487,6 @@ cusolverStatus_t CUSOLVERAPI cusolverDnSgesvdj(cusolverDnHandle_t h, cusolverEig
       for (int i = 0; i < m; ++i) U[i + std::int64_t(j) * ldu] = static_cast<float>(uu[static_cast<std::size_t>(i + j * m)]);
       for (int i = 0; i < n; ++i) V[i + std::int64_t(j) * ldv] = static_cast<float>(vv[static_cast<std::size_t>(i + j * n)]);
     }
-    // residual ‖S − Uᵀ A V‖_F with the factors as returned: UᵀA (k x n) first, then times V
-    std::vector<double> ua(static_cast<std::size_t>(k) * n, 0.0);
-    for (int j = 0; j < n; ++j)
-      for (int x = 0; x < k; ++x) {
-        double e = 0;
-        for (int i = 0; i < m; ++i) e += double(U[i + std::int64_t(x) * ldu]) * a0[static_cast<std::size_t>(i + j * m)];
-        ua[static_cast<std::size_t>(x + j * k)] = e;
-      }
-    double res2 = 0;
-    for (int x = 0; x < k; ++x)
-      for (int y = 0; y < k; ++y) {
-        double e = 0;
-        for (int j = 0; j < n; ++j) e += ua[static_cast<std::size_t>(x + j * k)] * V[j + std::int64_t(y) * ldv];
-        const double d = (x == y ? double(S[x]) : 0.0) - e;
-        res2 += d * d;
-      }
-    params->residual = std::sqrt(res2);
     if (!converged) *info = k + 1;
   });
   return CUSOLVER_STATUS_SUCCESS;

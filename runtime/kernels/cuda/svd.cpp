@@ -14,7 +14,6 @@
 #include <limits>
 #include <memory>
 #include <string>
-#include <vector>
 
 namespace orthoshard::cuda {
 
