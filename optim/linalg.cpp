@@ -47,19 +47,6 @@ template <typename T> void symmetrize_upper(T* a, std::int64_t n) {
 template void symmetrize_upper<float>(float*, std::int64_t);
 template void symmetrize_upper<double>(double*, std::int64_t);
 
-template <>
-void gemm<float>(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
-                 std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda,
-              b, ldb, beta, c, ldc);
-}
-template <>
-void gemm<double>(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
-                  std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda,
-              b, ldb, beta, c, ldc);
-}
-
 namespace {
 void gesdd(const char* jobz, const int* m, const int* n, float* a, const int* lda, float* s, float* u,
            const int* ldu, float* vt, const int* ldvt, float* work, const int* lwork, int* iwork, int* info) {

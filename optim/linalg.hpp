@@ -1,5 +1,8 @@
-// Row-major BLAS/LAPACK wrappers for float and double (OpenBLAS): the products the optimizers need.
+// Row-major BLAS/LAPACK wrappers for float and double (OpenBLAS): the products and decompositions the optimizers
+// need beyond the GEMM of runtime/core/blas.hpp.
 #pragma once
+
+#include "runtime/core/blas.hpp"
 
 #include <cstdint>
 #include <vector>
@@ -12,11 +15,6 @@ template <typename T> void syrk_xxt(const T* x, std::int64_t r, std::int64_t c, 
 template <typename T> void syrk_xtx(const T* x, std::int64_t r, std::int64_t c, T* out, T alpha = 1, T beta = 0);
 // Copies the upper triangle of the n x n row-major matrix into the lower one.
 template <typename T> void symmetrize_upper(T* a, std::int64_t n);
-// C (M x N) = alpha * op(A) op(B) + beta * C, all row-major, op = transpose when the flag is set.
-template <typename T>
-void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
-          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc);
-
 // Thin SVD of row-major A (m x n), k = min(m, n): U (m x k), S (k, descending), Vt (k x n), all row-major.
 // A is overwritten. Throws with the LAPACK info code on failure.
 template <typename T>

@@ -1,7 +1,7 @@
 // Data: loader windows against the formula for W = 1..4 ranks and K = 1..3 micro-steps, the shuffled order
 // (deterministic, a permutation per epoch, restorable), shard files (uint16/uint32, globs crossing shard
 // boundaries, bad files), the byte tokenizer, prepare-data, and the synthetic language's entropy rate.
-#include "launch/prepare_data.hpp"
+#include "launch/cli/prepare_data.hpp"
 #include "tests/test_util.hpp"
 #include "models/data/byte_tokenizer.hpp"
 #include "models/data/loader.hpp"

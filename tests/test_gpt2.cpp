@@ -5,15 +5,18 @@
 #include "tests/test_util.hpp"
 #include "models/data/loader.hpp"
 #include "models/data/token_stream.hpp"
-#include "models/gpt2/checkpoint.hpp"
+#include "models/family.hpp"
+#include "models/gpt2/family.hpp"
+#include "models/gpt2/init.hpp"
+#include "models/gpt2/llmc_file.hpp"
 #include "models/gpt2/model.hpp"
-#include "models/gpt2/ops/attention.hpp"
-#include "models/gpt2/ops/cross_entropy.hpp"
-#include "models/gpt2/ops/embedding.hpp"
-#include "models/gpt2/ops/fast_exp.hpp"
-#include "models/gpt2/ops/gelu.hpp"
-#include "models/gpt2/ops/layernorm.hpp"
-#include "models/gpt2/ops/linear.hpp"
+#include "models/layers/attention.hpp"
+#include "models/layers/cross_entropy.hpp"
+#include "models/gpt2/embedding.hpp"
+#include "models/layers/fast_exp.hpp"
+#include "models/layers/gelu.hpp"
+#include "models/layers/layernorm.hpp"
+#include "models/layers/linear.hpp"
 #include "models/random.hpp"
 #include "optim/optimizer.hpp"
 #include "runtime/core/error.hpp"
@@ -28,7 +31,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <cstring>
 #include <functional>
+#include <memory>
 
 using namespace orthoshard;
 using orthoshard::testing::error_of;
@@ -459,6 +464,82 @@ TEST(Gpt2Units, NamesMatchTheOptimizerBenchmarkSet) {
     EXPECT_EQ(p.named()[i].second.shape(), ours[i].second);
   }
   EXPECT_EQ(p.flat().numel(), cfg.num_parameters());
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// GPT-2 as a model family: what the trainer, the optimizer's routing and the checkpoints see.
+
+namespace {
+// Attributes as a checkpoint's /model group would hold them.
+class MapAttributes final : public AttributeSource {
+ public:
+  explicit MapAttributes(std::vector<ModelAttribute> a) : attrs_(std::move(a)) {}
+  std::string where() const override { return "attributes"; }
+  bool has(const std::string& n) const override { return find(n) != nullptr; }
+  std::int64_t get_int(const std::string& n) const override { return std::get<std::int64_t>(at(n)); }
+  double get_double(const std::string& n) const override { return std::get<double>(at(n)); }
+  std::string get_string(const std::string& n) const override { return std::get<std::string>(at(n)); }
+
+ private:
+  const ModelAttribute* find(const std::string& n) const {
+    for (const auto& a : attrs_)
+      if (a.name == n) return &a;
+    return nullptr;
+  }
+  const ModelAttribute::Value& at(const std::string& n) const {
+    const ModelAttribute* a = find(n);
+    if (!a) throw Error("no attribute " + n);
+    return a->value;
+  }
+  std::vector<ModelAttribute> attrs_;
+};
+}  // namespace
+
+TEST(Gpt2Family, UnitsRolesAndTiedWeights) {
+  ModelSpec spec;
+  spec.L = 2, spec.C = 16, spec.NH = 2, spec.V = 50, spec.Vp = 64, spec.maxT = 8;
+  const std::unique_ptr<Model> m = make_model(spec);
+  EXPECT_EQ(m->family().arch(), "gpt2");
+  const auto& units = m->units();
+  ASSERT_EQ(units.size(), 4u);  // embedding, h.0, h.1, head
+  EXPECT_EQ(units.front().kind, UnitKind::Embedding);
+  EXPECT_FALSE(units.front().backward_reads_params);
+  EXPECT_EQ(units.back().kind, UnitKind::Head);
+  EXPECT_EQ(units.back().reads, std::vector<std::string>{"wte"});  // the logits use the tied embedding
+  // Every parameter once, in the optimizer benchmark's order, with the role its place in the network gives it.
+  const auto params = m->parameters();
+  const auto specs = gpt2_parameter_specs(gpt2_config(spec));
+  ASSERT_EQ(params.size(), specs.size());
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    EXPECT_EQ(params[i].name, specs[i].first);
+    EXPECT_EQ(params[i].shape, specs[i].second);
+    const ParamRole want = params[i].name == "wte" || params[i].name == "wpe" ? ParamRole::Embedding
+                           : params[i].shape.size() == 2                       ? ParamRole::Matrix
+                                                                               : ParamRole::Vector;
+    EXPECT_EQ(params[i].role, want) << params[i].name;
+  }
+}
+
+TEST(Gpt2Family, InitialValuesAttributesAndUnknownArchitectures) {
+  ModelSpec spec;
+  spec.L = 1, spec.C = 8, spec.NH = 2, spec.V = 11, spec.Vp = 12, spec.maxT = 8, spec.seed = 5;
+  std::unique_ptr<Model> m = make_model(spec);
+  const Gpt2Params want = gpt2_random_init(gpt2_config(spec), 5);
+  const auto values = m->take_initial_values();
+  ASSERT_EQ(values.size(), want.named().size());
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    ASSERT_EQ(values[i].first, want.named()[i].first);
+    ASSERT_EQ(std::memcmp(values[i].second.raw(), want.named()[i].second.raw(), want.named()[i].second.nbytes()), 0)
+        << values[i].first;
+  }
+  EXPECT_THROW(m->take_initial_values(), Error);  // the model keeps no copy
+  // A checkpoint's attributes give the same model back.
+  const auto again = model_family("gpt2").from_attributes(MapAttributes(m->attributes()));
+  EXPECT_EQ(again->describe(), m->describe());
+  EXPECT_EQ(again->num_parameters(), m->num_parameters());
+  spec.arch = "llama2000";
+  const std::string msg = error_of([&] { make_model(spec); });
+  EXPECT_NE(msg.find("'llama2000' is not known (known: gpt2)"), std::string::npos) << msg;
 }
 
 // ---------------------------------------------------------------------------------------------------------

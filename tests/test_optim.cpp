@@ -173,28 +173,42 @@ TEST(Conda, BasisRefreshesAtSteps1AndEveryGap) {
 }
 
 TEST(Routing, Gpt2ShapedParameterSet) {
-  const std::vector<std::pair<std::string, Shape>> gpt2 = {
-      {"wte", {50304, 768}},          {"wpe", {1024, 768}},
-      {"h.0.ln1.weight", {768}},      {"h.0.ln1.bias", {768}},
-      {"h.0.attn.qkv.weight", {2304, 768}}, {"h.0.attn.qkv.bias", {2304}},
-      {"h.0.attn.proj.weight", {768, 768}}, {"h.0.mlp.fc.weight", {3072, 768}},
-      {"h.0.mlp.proj.weight", {768, 3072}}, {"lnf.weight", {768}},
-      {"lm_head.weight", {50304, 768}}};
+  using R = ParamRole;
+  const std::vector<ParamInfo> gpt2 = {
+      {"wte", {50304, 768}, R::Embedding},          {"wpe", {1024, 768}, R::Embedding},
+      {"h.0.ln1.weight", {768}, R::Vector},         {"h.0.ln1.bias", {768}, R::Vector},
+      {"h.0.attn.qkv.weight", {2304, 768}, R::Matrix}, {"h.0.attn.qkv.bias", {2304}, R::Vector},
+      {"h.0.attn.proj.weight", {768, 768}, R::Matrix}, {"h.0.mlp.fc.weight", {3072, 768}, R::Matrix},
+      {"h.0.mlp.proj.weight", {768, 3072}, R::Matrix}, {"lnf.weight", {768}, R::Vector},
+      {"lm_head.weight", {50304, 768}, R::Head}};
   OptimConfig c;
   c.name = "normuon";
   std::map<std::string, RuleKind> got;
-  for (const auto& [name, shape] : gpt2) got[name] = route_parameter(name, shape, c);
+  for (const auto& [name, shape, role] : gpt2) got[name] = route_parameter(name, shape, role, c);
   for (const char* n : {"h.0.attn.qkv.weight", "h.0.attn.proj.weight", "h.0.mlp.fc.weight", "h.0.mlp.proj.weight"})
     EXPECT_EQ(got[n], RuleKind::NorMuon) << n;
   for (const char* n : {"wte", "wpe", "h.0.ln1.weight", "h.0.ln1.bias", "h.0.attn.qkv.bias", "lnf.weight",
                         "lm_head.weight"})
     EXPECT_EQ(got[n], RuleKind::AdamW) << n;
   c.adam_params = {"h.*.attn.proj.*"};
-  EXPECT_EQ(route_parameter("h.0.attn.proj.weight", {768, 768}, c), RuleKind::AdamW);
+  EXPECT_EQ(route_parameter("h.0.attn.proj.weight", {768, 768}, R::Matrix, c), RuleKind::AdamW);
   c.matrix_params = {"h.*.ln1.weight"};
-  EXPECT_THROW(route_parameter("h.0.ln1.weight", {768}, c), UsageError);
+  EXPECT_THROW(route_parameter("h.0.ln1.weight", {768}, R::Vector, c), UsageError);
   c.name = "adamw";
-  EXPECT_EQ(route_parameter("h.0.mlp.fc.weight", {3072, 768}, c), RuleKind::AdamW);
+  EXPECT_EQ(route_parameter("h.0.mlp.fc.weight", {3072, 768}, R::Matrix, c), RuleKind::AdamW);
+}
+
+// Routing follows the role, whatever the name: a Meta-style head called output.weight takes AdamW, a hidden
+// matrix whose name mentions an embedding takes the matrix rule.
+TEST(Routing, ByRoleNotByName) {
+  OptimConfig c;
+  c.name = "muon";
+  EXPECT_EQ(route_parameter("output.weight", {32000, 512}, ParamRole::Head, c), RuleKind::AdamW);
+  EXPECT_EQ(route_parameter("tok_embeddings.weight", {32000, 512}, ParamRole::Embedding, c), RuleKind::AdamW);
+  EXPECT_EQ(route_parameter("h.0.embed_proj.weight", {512, 512}, ParamRole::Matrix, c), RuleKind::Muon);
+  EXPECT_EQ(route_parameter("norm.weight", {512}, ParamRole::Vector, c), RuleKind::AdamW);
+  c.matrix_params = {"output.*"};  // the globs still override
+  EXPECT_EQ(route_parameter("output.weight", {32000, 512}, ParamRole::Head, c), RuleKind::Muon);
 }
 
 TEST(Optimizers, StateRestoredByNameContinuesBitwise) {

@@ -1,6 +1,6 @@
 // `orthoshard replay` as a library call: the shared traces pass, a too-tight tolerance fails, and bad
 // inputs (missing file, not HDF5, not a trace, a trace lacking a dataset) are errors naming the problem.
-#include "launch/replay.hpp"
+#include "launch/cli/replay.hpp"
 #include "tests/mpi_test.hpp"
 
 #include "runtime/core/error.hpp"

@@ -4,7 +4,7 @@
 #include "tests/mpi_test.hpp"
 #include "tests/test_util.hpp"
 
-#include "launch/train.hpp"
+#include "launch/trainer/train.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/io/h5file.hpp"
 

@@ -1,8 +1,9 @@
 // The trainer's configuration (TOML + overrides, errors naming the key, resolved TOML round trip), the LR
 // schedule against hand-computed values, and the metrics JSONL format.
-#include "launch/metrics.hpp"
-#include "launch/schedule.hpp"
-#include "launch/train_config.hpp"
+#include "launch/trainer/metrics.hpp"
+#include "launch/trainer/schedule.hpp"
+#include "launch/trainer/train_config.hpp"
+#include "models/gpt2/family.hpp"
 #include "runtime/core/error.hpp"
 
 #include <gtest/gtest.h>
@@ -250,7 +251,7 @@ threads = 8
   EXPECT_FALSE(c.runtime.reshard_after_forward);
   EXPECT_EQ(c.runtime.threads, 8);
   EXPECT_EQ(c.tokens_per_step(2), 2 * 3 * 8 * 64);
-  const Gpt2Config g = c.gpt2_config();
+  const Gpt2Config g = gpt2_config(c.model);
   EXPECT_EQ(g.describe(), "L=2 C=64 NH=4 V=256 Vp=320 maxT=128");
   EXPECT_EQ(g.origin, path);
 }
@@ -310,7 +311,7 @@ TEST(TrainConfig, OverrideRecognition) {
   EXPECT_FALSE(is_config_override("--.x"));
   EXPECT_FALSE(is_config_override("--x.=3"));
   const auto keys = train_config_keys();
-  EXPECT_EQ(keys.size(), 8u + 3u + 12u + 20u + 4u + 11u);
+  EXPECT_EQ(keys.size(), 9u + 3u + 12u + 20u + 4u + 11u);  // [model] gained arch (the model family)
   EXPECT_EQ(keys.front(), "model.init_from");
 }
 
@@ -399,6 +400,7 @@ TEST(TrainConfigErrors, OverrideErrorsNameTheFlag) {
   EXPECT_EQ(load_error("", {"--optim.name=conda", "--optim.scale=keller"}),
             "--optim.scale: Conda's scale is a number (default 0.25), got 'keller'");
   EXPECT_EQ(load_error("", {"--model.C=100", "--model.NH=3"}), "--model.C: 100 is not divisible by [model] NH = 3");
+  EXPECT_EQ(load_error("", {"--model.arch=gpt3"}), "--model.arch: 'gpt3' is not gpt2");
   EXPECT_EQ(load_error("", {"--runtime.comm=nccl"}),
             "--runtime.comm: 'nccl' needs [runtime] backend = \"cuda\" (backend is \"cpu\")");
   EXPECT_EQ(load_error("", {"--train.steps"}), "--train.steps: missing value (--train.steps=VALUE)");
@@ -596,13 +598,13 @@ TEST(ExampleConfigs, LoadWithoutError) {
   const TrainConfig smoke = load_train_config((root / "launch/configs/smoke.toml").string(), {});
   EXPECT_EQ(smoke.data.path, "builtin:synthetic");
   EXPECT_EQ(smoke.optim.name, "normuon");
-  EXPECT_EQ(smoke.gpt2_config().describe(), "L=2 C=64 NH=4 V=256 Vp=256 maxT=64");
+  EXPECT_EQ(gpt2_config(smoke.model).describe(), "L=2 C=64 NH=4 V=256 Vp=256 maxT=64");
   EXPECT_LE(smoke.train.seq_len, smoke.model.maxT);
-  EXPECT_NO_THROW(smoke.gpt2_config().validate());
+  EXPECT_NO_THROW(gpt2_config(smoke.model).validate());
   EXPECT_EQ(smoke.runtime.backend, Device::CPU);
 
   const TrainConfig big = load_train_config((root / "launch/configs/gpt2-124m.toml").string(), {});
-  EXPECT_EQ(big.gpt2_config().describe(), "L=12 C=768 NH=12 V=50257 Vp=50304 maxT=1024");
+  EXPECT_EQ(gpt2_config(big.model).describe(), "L=12 C=768 NH=12 V=50257 Vp=50304 maxT=1024");
   EXPECT_EQ(big.train.seq_len, 1024);
   EXPECT_EQ(big.optim.name, "normuon");
   EXPECT_EQ(big.runtime.backend, Device::CUDA);

@@ -35,7 +35,7 @@ TOP = ("wte", "wpe", "lnfw", "lnfb")  # the parameters outside the blocks; the o
 
 
 def nominal_bf16_peak(name):
-    """Dense bf16 FLOP/s by device name, as launch/gpu_bench.cpp has it (SXM figures); 0 when unknown."""
+    """Dense bf16 FLOP/s by device name, as bench/gpu_bench.cpp has it (SXM figures); 0 when unknown."""
     if any(k in name for k in ("H100", "H200", "H800", "GH200")):
         return 989e12
     if "A100" in name or "A800" in name:

@@ -9,14 +9,6 @@ std::int64_t Gpt2Config::num_parameters() const {
   return Vp * C + maxT * C + L * (12 * C * C + 13 * C) + 2 * C;
 }
 
-std::string_view attention_kernels_name(AttentionKernels a) {
-  switch (a) {
-    case AttentionKernels::Flash: return "flash";
-    case AttentionKernels::Gemm: return "gemm";
-    default: return "auto";
-  }
-}
-
 std::string Gpt2Config::describe() const {
   return fmt::format("L={} C={} NH={} V={} Vp={} maxT={}", L, C, NH, V, Vp, maxT);
 }

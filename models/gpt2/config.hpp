@@ -25,10 +25,4 @@ struct Gpt2Config {
   std::string describe() const;  // "L=2 C=64 NH=4 V=256 Vp=256 maxT=64"
 };
 
-// The attention kernels of the GPU model ([runtime] attention): fused tensor-core kernels that never store the
-// T x T scores (bf16 models with head size 16, 32, 64 or 128), or cuBLAS batched GEMMs around softmax kernels
-// (any model). auto = flash where it applies, else gemm.
-enum class AttentionKernels { Auto, Flash, Gemm };
-std::string_view attention_kernels_name(AttentionKernels a);  // "auto" | "flash" | "gemm"
-
 }  // namespace orthoshard

@@ -1,13 +1,13 @@
 // GPT-2 unit forward/backward: each unit is a short sequence of kernel calls on the activation buffers.
 #include "models/gpt2/model.hpp"
 
-#include "models/gpt2/ops/attention.hpp"
-#include "models/gpt2/ops/cross_entropy.hpp"
-#include "models/gpt2/ops/embedding.hpp"
-#include "models/gpt2/ops/gelu.hpp"
-#include "models/gpt2/ops/layernorm.hpp"
-#include "models/gpt2/ops/linear.hpp"
-#include "optim/linalg.hpp"
+#include "models/layers/attention.hpp"
+#include "models/layers/cross_entropy.hpp"
+#include "models/gpt2/embedding.hpp"
+#include "models/layers/gelu.hpp"
+#include "models/layers/layernorm.hpp"
+#include "models/layers/linear.hpp"
+#include "runtime/core/blas.hpp"
 #include "runtime/core/error.hpp"
 
 #include <algorithm>

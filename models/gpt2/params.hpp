@@ -3,6 +3,7 @@
 // gathers one at a time: embedding (wte, wpe), block l (h.l.*), head (lnf.*, plus the tied wte).
 #pragma once
 
+#include "models/family.hpp"
 #include "models/gpt2/config.hpp"
 #include "runtime/core/tensor.hpp"
 
@@ -15,7 +16,6 @@
 namespace orthoshard {
 
 using NamedShape = std::pair<std::string, Shape>;
-using NamedTensor = std::pair<std::string, Tensor>;
 
 // llm.c's file tensors, in file order: wte (Vp, C), wpe (maxT, C), ln1w (L, C), ln1b (L, C),
 // qkvw (L, 3C, C), qkvb (L, 3C), attprojw (L, C, C), attprojb (L, C), ln2w (L, C), ln2b (L, C),
@@ -54,7 +54,6 @@ void check_unit(const HeadWeights& w, const Gpt2Config& cfg, DType dt, const std
 
 // The units in forward order, and which named parameters each owns. wte is owned by the embedding unit;
 // the head unit reads it too (tied), so an engine keeps it gathered for the head.
-enum class UnitKind { Embedding, Block, Head };
 struct Gpt2Unit {
   UnitKind kind;
   int layer = -1;  // blocks only
@@ -64,7 +63,6 @@ std::vector<Gpt2Unit> gpt2_units(const Gpt2Config& cfg);
 std::vector<std::string> unit_parameter_names(const Gpt2Unit& unit);
 
 // Builds a unit's structs from any name -> tensor lookup (e.g. views into an engine's gathered buffer).
-using TensorLookup = std::function<Tensor(const std::string& name)>;
 EmbeddingWeights embedding_weights(const TensorLookup& get);
 BlockWeights block_weights(const TensorLookup& get, int layer);
 HeadWeights head_weights(const TensorLookup& get);

@@ -1,12 +1,10 @@
-// Packing layout: the block for peer p holds, in item order, the rows of the items that p owns (gather)
-// or that this rank owns (return); blocks are packed in rank order as all_to_all_v expects.
+// NorMuon's global row sums, and the host instantiations of the owner exchange (row_exchange.hpp).
 #include "optim/distributed/row_exchange.hpp"
 
 #include "runtime/fsdp/row_sharding.hpp"
 #include "runtime/core/error.hpp"
 
 #include <algorithm>
-#include <cstring>
 
 namespace orthoshard {
 
@@ -44,102 +42,14 @@ std::vector<std::vector<double>> global_row_sums(const std::vector<double>& mine
   return sums;
 }
 
-template <typename T>
-RowExchange<T>::RowExchange(Communicator* comm, std::vector<ExchangeItem> items)
-    : comm_(comm), items_(std::move(items)) {
-  if (comm_) {
-    rank_ = comm_->rank();
-    nranks_ = comm_->size();
-  }
-  to_owner_counts_.assign(static_cast<std::size_t>(nranks_), 0);
-  from_ranks_counts_.assign(static_cast<std::size_t>(nranks_), 0);
-  for (std::size_t i = 0; i < items_.size(); ++i) {
-    OS_CHECK(items_[i].owner >= 0 && items_[i].owner < nranks_, "exchange item {} owned by rank {} of {}", i,
-             items_[i].owner, nranks_);
-    to_owner_counts_[static_cast<std::size_t>(items_[i].owner)] +=
-        static_cast<std::size_t>(rows_of(i, rank_) * items_[i].n);
-    if (items_[i].owner == rank_)
-      for (int s = 0; s < nranks_; ++s)
-        from_ranks_counts_[static_cast<std::size_t>(s)] += static_cast<std::size_t>(rows_of(i, s) * items_[i].n);
-  }
-}
-
-template <typename T> std::int64_t RowExchange<T>::rows_of(std::size_t item, int rank) const {
-  return shard_rows(items_[item].m, nranks_, rank).rows();
-}
-template <typename T> std::int64_t RowExchange<T>::begin_of(std::size_t item, int rank) const {
-  return shard_rows(items_[item].m, nranks_, rank).begin;
-}
-
-static std::size_t total(const std::vector<std::size_t>& v) {
-  std::size_t s = 0;
-  for (auto x : v) s += x;
-  return s;
-}
-
-template <typename T> void RowExchange<T>::start_gather(const std::vector<const T*>& local) {
-  OS_CHECK(local.size() == items_.size(), "exchange: {} buffers for {} items", local.size(), items_.size());
-  send_.resize(total(to_owner_counts_));
-  recv_.resize(total(from_ranks_counts_));
-  T* out = send_.data();
-  for (int d = 0; d < nranks_; ++d)
-    for (std::size_t i = 0; i < items_.size(); ++i)
-      if (items_[i].owner == d) {
-        const std::int64_t cnt = rows_of(i, rank_) * items_[i].n;
-        if (cnt) std::memcpy(out, local[i], static_cast<std::size_t>(cnt) * sizeof(T));
-        out += cnt;
-      }
-  bytes_sent_ += (send_.size() - to_owner_counts_[static_cast<std::size_t>(rank_)]) * sizeof(T);
-  bytes_received_ += (recv_.size() - from_ranks_counts_[static_cast<std::size_t>(rank_)]) * sizeof(T);
-  if (comm_ && nranks_ > 1)
-    pending_ = comm_->all_to_all_v_async(send_.data(), to_owner_counts_, recv_.data(), from_ranks_counts_,
-                                         dtype_of<T>());
-  else
-    recv_.swap(send_);
-}
-
-template <typename T> void RowExchange<T>::finish_gather(const std::vector<T*>& full) {
-  pending_.wait();
-  const T* in = recv_.data();
-  for (int s = 0; s < nranks_; ++s)
-    for (std::size_t i = 0; i < items_.size(); ++i)
-      if (items_[i].owner == rank_) {
-        const std::int64_t cnt = rows_of(i, s) * items_[i].n;
-        if (cnt) std::memcpy(full[i] + begin_of(i, s) * items_[i].n, in, static_cast<std::size_t>(cnt) * sizeof(T));
-        in += cnt;
-      }
-}
-
-template <typename T> void RowExchange<T>::start_return(const std::vector<const T*>& full) {
-  send_.resize(total(from_ranks_counts_));
-  recv_.resize(total(to_owner_counts_));
-  T* out = send_.data();
-  for (int s = 0; s < nranks_; ++s)
-    for (std::size_t i = 0; i < items_.size(); ++i)
-      if (items_[i].owner == rank_) {
-        const std::int64_t cnt = rows_of(i, s) * items_[i].n;
-        if (cnt) std::memcpy(out, full[i] + begin_of(i, s) * items_[i].n, static_cast<std::size_t>(cnt) * sizeof(T));
-        out += cnt;
-      }
-  bytes_sent_ += (send_.size() - from_ranks_counts_[static_cast<std::size_t>(rank_)]) * sizeof(T);
-  bytes_received_ += (recv_.size() - to_owner_counts_[static_cast<std::size_t>(rank_)]) * sizeof(T);
-  if (comm_ && nranks_ > 1)
-    pending_ = comm_->all_to_all_v_async(send_.data(), from_ranks_counts_, recv_.data(), to_owner_counts_,
-                                         dtype_of<T>());
-  else
-    recv_.swap(send_);
-}
-
-template <typename T> void RowExchange<T>::finish_return(const std::vector<T*>& local) {
-  pending_.wait();
-  const T* in = recv_.data();
-  for (int d = 0; d < nranks_; ++d)
-    for (std::size_t i = 0; i < items_.size(); ++i)
-      if (items_[i].owner == d) {
-        const std::int64_t cnt = rows_of(i, rank_) * items_[i].n;
-        if (cnt) std::memcpy(local[i], in, static_cast<std::size_t>(cnt) * sizeof(T));
-        in += cnt;
-      }
+std::vector<std::vector<double>> global_row_sums(const std::vector<double>& mine,
+                                                 const std::vector<std::int64_t>& matrix_rows, int parts,
+                                                 Communicator* comm) {
+  return global_row_sums(mine, matrix_rows, parts, comm ? comm->size() : 1, comm ? comm->rank() : 0,
+                         [comm](const double* send, std::size_t count, double* recv,
+                                const std::vector<std::size_t>& counts) {
+                           comm->all_gather_v(send, count, recv, counts, DType::F64);
+                         });
 }
 
 template class RowExchange<float>;

@@ -6,8 +6,8 @@
 #include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
 #include "runtime/comm/device_comm.hpp"
-#include "runtime/kernels/cuda/check.hpp"
-#include "runtime/kernels/cuda/device.hpp"
+#include "runtime/cuda/check.hpp"
+#include "runtime/cuda/device.hpp"
 
 #include <algorithm>
 #include <chrono>

@@ -2,8 +2,8 @@
 #include "runtime/comm/staged_communicator.hpp"
 
 #include "runtime/core/error.hpp"
-#include "runtime/kernels/cuda/check.hpp"
-#include "runtime/kernels/cuda/device.hpp"
+#include "runtime/cuda/check.hpp"
+#include "runtime/cuda/device.hpp"
 
 #include <algorithm>
 #include <numeric>

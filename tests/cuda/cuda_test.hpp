@@ -3,8 +3,8 @@
 // helpers the tests share: skipping without a GPU, random data, bf16 rounding, copies, closeness checks.
 #pragma once
 
-#include "runtime/kernels/cuda/device.hpp"
-#include "runtime/kernels/cuda/device_buffer.hpp"
+#include "runtime/cuda/device.hpp"
+#include "runtime/cuda/device_buffer.hpp"
 
 #include <cuda_bf16.h>
 

@@ -1,12 +1,14 @@
 // GPT-2 kernels, GEMMs and attention against double-precision references written here (the loops of
 // models/gpt2/ops/*.cpp): fp32 variants at tight tolerances, bf16 variants at bf16 resolution. Inputs are
 // rounded to T before the reference sees them, so only the kernels' own rounding is measured.
-#include "runtime/kernels/cuda/attention.hpp"
-#include "runtime/kernels/cuda/copy_kernels.hpp"
-#include "runtime/kernels/cuda/flash_attention.hpp"
-#include "runtime/kernels/cuda/gemm.hpp"
-#include "runtime/kernels/cuda/gpt2_kernels.hpp"
-#include "runtime/kernels/cuda/optim_kernels.hpp"
+#include "models/layers/cuda/attention.hpp"
+#include "models/gpt2/cuda/embedding_kernels.hpp"
+#include "runtime/cuda/copy_kernels.hpp"
+#include "models/layers/cuda/flash_attention.hpp"
+#include "runtime/cuda/gemm.hpp"
+#include "models/layers/cuda/linear.hpp"
+#include "models/layers/cuda/layer_kernels.hpp"
+#include "optim/cuda/optim_kernels.hpp"
 #include "tests/cuda/cuda_test.hpp"
 
 #include <array>

@@ -1,10 +1,10 @@
 // Optimizer math on the GPU against double-precision references of optim/rules.cpp and
 // optim/orthogonalize/newton_schulz.cpp: sum of squares, AdamW, momentum/apply, NorMuon rows, Newton-Schulz
 // (fp32: tight; bf16: <= 2e-2 relative to fp64 NS, the bound), and the cuSOLVER SVD.
-#include "runtime/kernels/cuda/gpt2_kernels.hpp"
-#include "runtime/kernels/cuda/newton_schulz.hpp"
-#include "runtime/kernels/cuda/optim_kernels.hpp"
-#include "runtime/kernels/cuda/svd.hpp"
+#include "models/layers/cuda/layer_kernels.hpp"
+#include "optim/orthogonalize/cuda/device_newton_schulz.hpp"
+#include "optim/cuda/optim_kernels.hpp"
+#include "optim/orthogonalize/cuda/device_svd.hpp"
 #include "tests/cuda/cuda_test.hpp"
 
 #include <array>
@@ -164,7 +164,7 @@ std::vector<double> ns_reference(std::vector<double> x, std::int64_t m, std::int
 OS_TEST(CudaOptim, NewtonSchulz) {
   OS_REQUIRE_GPU();
   Blas blas;
-  NewtonSchulzGpu ns32(blas, NewtonSchulzGpu::Precision::F32), ns16(blas, NewtonSchulzGpu::Precision::BF16);
+  DeviceNewtonSchulz ns32(blas, DeviceNewtonSchulz::Precision::F32), ns16(blas, DeviceNewtonSchulz::Precision::BF16);
   // Wide, tall, square; multiples of 8 (cuBLASLt) and odd shapes (GemmEx fallback).
   // A CPU emulation of the bf16 rounding points (fp32 sums) gives 1.1e-2 to 1.4e-2 on these inputs.
   for (const auto& [m, n] : {std::array<std::int64_t, 2>{64, 192}, std::array<std::int64_t, 2>{192, 64},
@@ -195,13 +195,13 @@ OS_TEST(CudaOptim, NewtonSchulz) {
 
 // Host-side rule, no GPU needed: which sides get the tiled symmetric products and with how many tiles.
 OS_TEST(CudaOptim, SymmetricTiles) {
-  OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(768) == 4, "768: 4 tiles of 192");
-  OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(512) == 4, "512: 4 tiles of 128");
-  OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(384) == 3, "384: 3 tiles of 128");
-  OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(256) == 2, "256: 2 tiles of 128");
-  OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(200) == 0, "200: tiles under 128 rows");
-  OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(1000) == 0, "1000: no tile a multiple of 8");
-  OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(64) == 0, "64: too small");
+  OS_EXPECT(DeviceNewtonSchulz::symmetric_tiles(768) == 4, "768: 4 tiles of 192");
+  OS_EXPECT(DeviceNewtonSchulz::symmetric_tiles(512) == 4, "512: 4 tiles of 128");
+  OS_EXPECT(DeviceNewtonSchulz::symmetric_tiles(384) == 3, "384: 3 tiles of 128");
+  OS_EXPECT(DeviceNewtonSchulz::symmetric_tiles(256) == 2, "256: 2 tiles of 128");
+  OS_EXPECT(DeviceNewtonSchulz::symmetric_tiles(200) == 0, "200: tiles under 128 rows");
+  OS_EXPECT(DeviceNewtonSchulz::symmetric_tiles(1000) == 0, "1000: no tile a multiple of 8");
+  OS_EXPECT(DeviceNewtonSchulz::symmetric_tiles(64) == 0, "64: too small");
 }
 
 // bf16 NS with the tiled symmetric products (2, 3 and 4 tiles; wide, tall, square) against fp64 and against the
@@ -209,14 +209,14 @@ OS_TEST(CudaOptim, SymmetricTiles) {
 OS_TEST(CudaOptim, NewtonSchulzSymmetricProducts) {
   OS_REQUIRE_GPU();
   Blas blas;
-  NewtonSchulzGpu sym(blas, NewtonSchulzGpu::Precision::BF16), full(blas, NewtonSchulzGpu::Precision::BF16);
+  DeviceNewtonSchulz sym(blas, DeviceNewtonSchulz::Precision::BF16), full(blas, DeviceNewtonSchulz::Precision::BF16);
   sym.symmetric = true;
   full.symmetric = false;
   for (const auto& [m, n] : {std::array<std::int64_t, 2>{256, 384}, std::array<std::int64_t, 2>{384, 256},
                              std::array<std::int64_t, 2>{384, 640}, std::array<std::int64_t, 2>{640, 384},
                              std::array<std::int64_t, 2>{512, 512}}) {
     const std::string shape = std::to_string(m) + "x" + std::to_string(n);
-    OS_EXPECT(NewtonSchulzGpu::symmetric_tiles(std::min(m, n)) >= 2, shape << " should be tiled");
+    OS_EXPECT(DeviceNewtonSchulz::symmetric_tiles(std::min(m, n)) >= 2, shape << " should be tiled");
     const auto g = rounded<float>(randn(m * n, 910 + static_cast<std::uint32_t>(m + n), 0.3));
     const auto ref = ns_reference(g, m, n);
     auto ds = upload<float>(g), df = upload<float>(g);
@@ -238,8 +238,8 @@ OS_TEST(CudaOptim, NewtonSchulzSymmetricProducts) {
 OS_TEST(CudaOptim, NewtonSchulzBatched) {
   OS_REQUIRE_GPU();
   Blas blas;
-  NewtonSchulzGpu ns16(blas, NewtonSchulzGpu::Precision::BF16), ns16f(blas, NewtonSchulzGpu::Precision::BF16),
-      ns32(blas, NewtonSchulzGpu::Precision::F32);
+  DeviceNewtonSchulz ns16(blas, DeviceNewtonSchulz::Precision::BF16), ns16f(blas, DeviceNewtonSchulz::Precision::BF16),
+      ns32(blas, DeviceNewtonSchulz::Precision::F32);
   ns16.symmetric = true;
   ns16f.symmetric = false;
   for (const auto& [m, n] : {std::array<std::int64_t, 2>{256, 384}, std::array<std::int64_t, 2>{512, 256},
@@ -254,7 +254,7 @@ OS_TEST(CudaOptim, NewtonSchulzBatched) {
         all.insert(all.end(), g.begin(), g.end());
         each.push_back(std::move(g));
       }
-      for (NewtonSchulzGpu* ns : {&ns16, &ns16f, &ns32}) {
+      for (DeviceNewtonSchulz* ns : {&ns16, &ns16f, &ns32}) {
         const bool bf = ns != &ns32;
         auto batch = upload<float>(all);
         ns->run_batched(batch.data(), count, m, n, nullptr);
@@ -286,7 +286,7 @@ OS_TEST(CudaOptim, NewtonSchulzBatched) {
 
 OS_TEST(CudaOptim, SvdThin) {
   OS_REQUIRE_GPU();
-  SvdGpu svd;
+  DeviceSvd svd;
   for (const auto& [m, n] : {std::array<std::int64_t, 2>{40, 24}, std::array<std::int64_t, 2>{24, 40},
                              std::array<std::int64_t, 2>{33, 33}}) {
     const std::int64_t k = std::min(m, n);
@@ -328,7 +328,7 @@ OS_TEST(CudaOptim, SvdUnconvergedResultIsRefusedOrAccurate) {
   const auto a = rounded<float>(randn(m * n, 777));
   int refused = 0, accepted = 0;
   for (int sweeps = 1; sweeps <= 12; ++sweeps) {
-    SvdGpu svd;
+    DeviceSvd svd;
     svd.set_max_sweeps(sweeps);
     auto d_a = upload<float>(a);
     DeviceBuffer<float> u(m * k), s(k), vt(k * n);
@@ -345,7 +345,7 @@ OS_TEST(CudaOptim, SvdUnconvergedResultIsRefusedOrAccurate) {
     for (std::int64_t i = 0; i < m; ++i)
       for (std::int64_t j = 0; j < n; ++j)
         for (std::int64_t p = 0; p < k; ++p) rec[i * n + j] += U[i * k + p] * S[p] * Vt[p * n + j];
-    const double bound = SvdGpu::kAcceptedRelativeResidual;
+    const double bound = DeviceSvd::kAcceptedRelativeResidual;
     if (!svd.last_converged()) {
       OS_EXPECT(svd.last_relative_residual() <= bound,
                 sweeps << " sweeps: accepted with relative residual " << svd.last_relative_residual());

@@ -1,10 +1,12 @@
 // Device runtime: device query, error messages, the caching allocator (its bookkeeping on fake memory runs
 // without a GPU), streams/events ordering and pinned staged copies (GPU).
-#include "runtime/kernels/cuda/allocator.hpp"
-#include "runtime/kernels/cuda/check.hpp"
-#include "runtime/kernels/cuda/device.hpp"
-#include "runtime/kernels/cuda/device_buffer.hpp"
-#include "runtime/kernels/cuda/gpt2_kernels.hpp"
+#include "runtime/cuda/allocator.hpp"
+#include "runtime/cuda/check.hpp"
+#include "runtime/cuda/device.hpp"
+#include "runtime/cuda/device_buffer.hpp"
+#include "models/layers/cuda/layer_kernels.hpp"
+#include "models/gpt2/cuda/embedding_kernels.hpp"
+#include "runtime/cuda/copy_kernels.hpp"
 #include "tests/cuda/cuda_test.hpp"
 
 #include <cstdlib>

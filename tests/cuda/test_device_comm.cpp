@@ -6,8 +6,8 @@
 
 #include "runtime/comm/device_comm.hpp"
 #include "runtime/core/error.hpp"
-#include "runtime/kernels/cuda/device.hpp"
-#include "runtime/kernels/cuda/device_buffer.hpp"
+#include "runtime/cuda/device.hpp"
+#include "runtime/cuda/device_buffer.hpp"
 
 #include <cmath>
 #include <numeric>

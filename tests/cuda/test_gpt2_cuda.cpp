@@ -2,15 +2,15 @@
 // every gradient) in f32 and bf16, and the shared GPT-2 reference case (loss, logits, all gradients) at f32 and
 // bf16 tolerances; bf16 with both attention paths (fused flash kernels, cuBLAS GEMMs). Skips where no GPU is
 // visible.
-#include "models/gpt2/checkpoint.hpp"
-#include "models/gpt2/cuda/model_cuda.hpp"
+#include "models/gpt2/llmc_file.hpp"
+#include "models/gpt2/cuda/device_model.hpp"
 #include "models/gpt2/model.hpp"
 #include "models/data/loader.hpp"
 #include "models/random.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/io/h5file.hpp"
-#include "runtime/kernels/cuda/check.hpp"
-#include "runtime/kernels/cuda/device.hpp"
+#include "runtime/cuda/check.hpp"
+#include "runtime/cuda/device.hpp"
 
 #include <gtest/gtest.h>
 
@@ -104,7 +104,7 @@ GpuRun<T> run_gpu(const Gpt2Params& host, const Tensor& inputs, const Tensor& ta
   DeviceParams<T> g(Gpt2Params::zeros(cfg, DType::F32));
   cuda::Stream stream;
   cuda::Blas blas;
-  Gpt2CudaModel<T> m(cfg, blas, stream, attention);
+  DeviceGpt2Model<T> m(cfg, blas, stream, attention);
   auto pl = [&](const std::string& n) { return p.get(n); };
   auto gl = [&](const std::string& n) { return g.get(n); };
   m.embedding_forward(embedding_weights(pl), inputs);
@@ -196,16 +196,16 @@ TEST(Gpt2Cuda, AttentionKernelsAreChosenAndRefusedByName) {
   cuda::Stream stream;
   cuda::Blas blas;
   const Gpt2Config cfg = small_config();  // head size 16
-  EXPECT_TRUE(Gpt2CudaModel<__nv_bfloat16>(cfg, blas, stream).flash_attention());
-  EXPECT_FALSE(Gpt2CudaModel<__nv_bfloat16>(cfg, blas, stream, AttentionKernels::Gemm).flash_attention());
-  EXPECT_FALSE(Gpt2CudaModel<float>(cfg, blas, stream).flash_attention());
+  EXPECT_TRUE(DeviceGpt2Model<__nv_bfloat16>(cfg, blas, stream).flash_attention());
+  EXPECT_FALSE(DeviceGpt2Model<__nv_bfloat16>(cfg, blas, stream, AttentionKernels::Gemm).flash_attention());
+  EXPECT_FALSE(DeviceGpt2Model<float>(cfg, blas, stream).flash_attention());
   Gpt2Config odd = cfg;
   odd.NH = 8;  // head size 8
-  EXPECT_FALSE(Gpt2CudaModel<__nv_bfloat16>(odd, blas, stream).flash_attention());
+  EXPECT_FALSE(DeviceGpt2Model<__nv_bfloat16>(odd, blas, stream).flash_attention());
   for (const bool f32 : {true, false}) {
     try {
-      if (f32) Gpt2CudaModel<float>(cfg, blas, stream, AttentionKernels::Flash);
-      else Gpt2CudaModel<__nv_bfloat16>(odd, blas, stream, AttentionKernels::Flash);
+      if (f32) DeviceGpt2Model<float>(cfg, blas, stream, AttentionKernels::Flash);
+      else DeviceGpt2Model<__nv_bfloat16>(odd, blas, stream, AttentionKernels::Flash);
       FAIL() << "flash accepted for " << (f32 ? "an f32 model" : "head size 8");
     } catch (const UsageError& e) {
       EXPECT_NE(std::string(e.what()).find(f32 ? "this one: f32" : "head size 8"), std::string::npos) << e.what();
@@ -231,7 +231,7 @@ TEST(Gpt2Cuda, PhaseMarkersCoverEveryLayerAndChangeNothing) {
   for (const bool marked : {false, true}) {
     DeviceParams<__nv_bfloat16> g(Gpt2Params::zeros(cfg, DType::F32));
     auto gl = [&](const std::string& n) { return g.get(n); };
-    Gpt2CudaModel<__nv_bfloat16> m(cfg, blas, stream);
+    DeviceGpt2Model<__nv_bfloat16> m(cfg, blas, stream);
     if (marked) m.set_phase_marker([&](const char* phase) { ++seen[phase]; });
     m.embedding_forward(embedding_weights(pl), inputs);
     for (int l = 0; l < cfg.L; ++l) m.block_forward(l, block_weights(pl, l));
@@ -259,7 +259,7 @@ TEST(Gpt2Cuda, BadInputsNameTheProblem) {
   const Gpt2Config cfg = small_config();
   cuda::Stream stream;
   cuda::Blas blas;
-  Gpt2CudaModel<float> m(cfg, blas, stream);
+  DeviceGpt2Model<float> m(cfg, blas, stream);
   const Gpt2Params host = Gpt2Params::zeros(cfg, DType::F32);
   Tensor inputs = Tensor::zeros({1, 4}, DType::I32);
   // Host tensors where device tensors are expected.

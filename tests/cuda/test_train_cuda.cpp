@@ -7,11 +7,11 @@
 #include "tests/mpi_test.hpp"
 #include "tests/test_util.hpp"
 
-#include "launch/train.hpp"
+#include "launch/trainer/train.hpp"
 #include "runtime/checkpoint/commit.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/io/h5file.hpp"
-#include "runtime/kernels/cuda/device.hpp"
+#include "runtime/cuda/device.hpp"
 
 #include <nlohmann/json.hpp>
 

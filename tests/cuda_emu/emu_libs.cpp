@@ -350,7 +350,7 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_
 // gesvdj is a one-sided Jacobi method here too (in double): sweeps of plane rotations over column pairs until
 // every pair is orthogonal to the tolerance or the sweep limit is reached, so the sweep count, the "did not
 // converge" result (info = min(m,n) + 1) and the unconverged factors behave as the real routine's do (no
-// residual: the project measures unconverged factors itself, see runtime/kernels/cuda/svd.hpp).
+// residual: the project measures unconverged factors itself, see optim/orthogonalize/cuda/device_svd.hpp).
 
 cusolverStatus_t CUSOLVERAPI cusolverDnCreate(cusolverDnHandle_t* h) {
   *h = new cusolverDnContext;

@@ -1,0 +1,52 @@
+// JSONL metrics writer (format in metrics.hpp).
+#include "launch/trainer/metrics.hpp"
+
+#include "runtime/core/error.hpp"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+namespace orthoshard {
+
+namespace {
+
+std::string json_number(double x) { return std::isfinite(x) ? fmt::format("{:.17g}", x) : std::string("null"); }
+
+}  // namespace
+
+std::string metrics_line(std::int64_t step, double loss, double lr, double grad_norm, double tokens_per_s) {
+  return fmt::format(R"({{"step": {}, "loss": {}, "lr": {}, "grad_norm": {}, "tokens_per_s": {}}})", step,
+                     json_number(loss), json_number(lr), json_number(grad_norm), json_number(tokens_per_s));
+}
+
+MetricsWriter::MetricsWriter(const std::string& path) : path_(path) {
+  if (path.empty()) throw UsageError("train.metrics: empty path");
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(parent, ec);
+    if (ec)
+      throw UsageError(fmt::format("train.metrics: cannot create directory '{}' for '{}': {}", parent.string(), path,
+                                   ec.message()));
+  }
+  file_ = std::fopen(path.c_str(), "w");
+  if (file_ == nullptr)
+    throw UsageError(fmt::format("train.metrics: cannot write '{}': {}", path, std::strerror(errno)));
+}
+
+MetricsWriter::~MetricsWriter() {
+  if (file_ != nullptr) std::fclose(file_);
+}
+
+void MetricsWriter::write(std::int64_t step, double loss, double lr, double grad_norm, double tokens_per_s) {
+  const std::string line = metrics_line(step, loss, lr, grad_norm, tokens_per_s) + "\n";
+  if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0)
+    fail("train.metrics: writing '{}' failed: {}", path_, std::strerror(errno));
+}
+
+}  // namespace orthoshard

@@ -1,0 +1,73 @@
+#include "launch/trainer/step_log.hpp"
+
+#include "runtime/core/error.hpp"
+#include "runtime/core/log.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <utility>
+
+namespace orthoshard {
+
+LoaderConfig loader_config(const TrainConfig& cfg, int world_size, int rank, std::int64_t vocab) {
+  LoaderConfig lc;
+  lc.B = cfg.train.batch_size;
+  lc.T = cfg.train.seq_len;
+  lc.world_size = world_size;
+  lc.rank = rank;
+  lc.grad_accum = cfg.train.grad_accum;
+  lc.order = cfg.data.order;
+  lc.seed = cfg.data.seed;
+  lc.vocab_size = vocab;
+  return lc;
+}
+
+std::string mib(std::uint64_t bytes) { return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1 << 20)); }
+
+std::string eta(double seconds) {
+  const auto s = static_cast<std::int64_t>(seconds + 0.5);
+  return s >= 3600 ? fmt::format("{}h{:02}m", s / 3600, (s / 60) % 60) : fmt::format("{}m{:02}s", s / 60, s % 60);
+}
+
+StepLog::StepLog(const TrainConfig& cfg, std::int64_t first_step, std::int64_t tokens_per_step, bool talk,
+                 bool metrics_rank)
+    : cfg_(cfg), first_step_(first_step), tokens_per_step_(tokens_per_step), talk_(talk) {
+  if (!cfg.train.metrics.empty() && metrics_rank) metrics_ = std::make_unique<MetricsWriter>(cfg.train.metrics);
+  result_.first_step = first_step;
+}
+
+bool StepLog::update_allowed(std::int64_t step, double loss, double grad_norm) const {
+  if (std::isfinite(loss) && std::isfinite(grad_norm)) return true;
+  const std::string what = fmt::format("step {}: {} is not finite (loss {}, gradient norm {})", step + 1,
+                                       std::isfinite(loss) ? "the gradient" : "the loss", loss, grad_norm);
+  if (cfg_.train.nan_policy == NanPolicy::Stop) throw Error(what + "; stopping (train.nan_policy = stop)");
+  if (talk_) log::warn("{}; update skipped (train.nan_policy = skip)", what);
+  return false;
+}
+
+void StepLog::record(std::int64_t step, double loss, double grad_norm, double lr, double dt, double comm_wait_ms) {
+  if (step == first_step_) wait_at_first_ = comm_wait_ms;
+  if (step > first_step_) timed_s_ += dt;
+  result_.losses.push_back(loss);
+  result_.grad_norms.push_back(grad_norm);
+  const double tps = tokens_per_step() / dt;
+  if (metrics_) metrics_->write(step + 1, loss, lr, grad_norm, tps);
+  const auto& tc = cfg_.train;
+  if (talk_ && ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps))
+    log::info("step {:>5}/{} | loss {:.6f} | lr {:.3e} | grad norm {:.4f} | {:>8.0f} tok/s | {:>8.1f} ms/step | "
+              "ETA {}",
+              step + 1, tc.steps, loss, lr, grad_norm, tps, dt * 1e3,
+              eta(dt * static_cast<double>(tc.steps - step - 1)));
+}
+
+TrainResult StepLog::finish(double comm_wait_ms) {
+  const std::int64_t timed_steps = cfg_.train.steps - first_step_ - 1;
+  if (timed_steps > 0) {
+    result_.tokens_per_s = tokens_per_step() * static_cast<double>(timed_steps) / timed_s_;
+    result_.comm_wait_fraction = (comm_wait_ms - wait_at_first_) / 1e3 / timed_s_;
+  }
+  return std::move(result_);
+}
+
+}  // namespace orthoshard

@@ -1,0 +1,185 @@
+// The training loop, one for both backends. Per step: for each of K micro-batches, forward unit by unit (gather a
+// unit just before use with the next runtime.prefetch units' all-gathers in flight, release after use) and
+// backward in reverse (re-gather, backward; on the last micro-batch reduce-scatter the unit's gradient while the
+// next unit computes); then the global gradient norm (clipping), the NaN policy, the sharded optimizer step,
+// checkpoints and logging. What is model-specific comes from the model family (models/family.hpp), what is
+// backend-specific from the backend (backend.hpp).
+#include "launch/trainer/train.hpp"
+
+#include "launch/trainer/backend.hpp"
+#include "launch/trainer/checkpoint.hpp"
+#include "launch/trainer/schedule.hpp"
+#include "launch/trainer/step_log.hpp"
+#include "models/data/loader.hpp"
+#include "models/data/synthetic.hpp"
+#include "models/data/token_stream.hpp"
+#include "runtime/core/error.hpp"
+#include "runtime/core/log.hpp"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <memory>
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace orthoshard {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Which units a unit reads the parameters of besides its own (tied weights), as unit indices.
+std::vector<std::vector<std::size_t>> tied_units(const std::vector<ModelUnit>& units, const ShardedEngine& engine) {
+  std::vector<std::vector<std::size_t>> out(units.size());
+  for (std::size_t u = 0; u < units.size(); ++u)
+    for (const auto& name : units[u].reads) out[u].push_back(engine.unit_of(name));
+  return out;
+}
+
+}  // namespace
+
+TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOptions& opt) {
+  const int W = world.size(), me = world.rank();
+  const auto& tc = cfg.train;
+  const bool on_gpu = cfg.runtime.backend == Device::CUDA;
+  const bool overlap = opt.overlap.value_or(cfg.runtime.overlap_enabled());
+  if (!on_gpu && cfg.runtime.threads > 0) {
+    openblas_set_num_threads(cfg.runtime.threads);
+    omp_set_num_threads(cfg.runtime.threads);
+  }
+
+  // The model (from its file or a seeded random init, identical on every rank) and the backend, then sharded.
+  std::unique_ptr<Model> model = make_model(cfg.model);
+  model->check_sequence_length(tc.seq_len);
+  std::unique_ptr<TrainBackend> backend =
+      on_gpu ? make_device_backend(world, cfg, *model) : make_host_backend(world, cfg, *model, overlap);
+  ShardedEngine& engine = backend->engine();
+  ShardedOptimizer& optim = backend->optimizer();
+  UnitRunner& runner = backend->runner();
+  Communicator& shard = backend->shard_group();
+  for (const auto& [name, t] : model->take_initial_values()) engine.load_full(name, t);  // no full copy is kept
+
+  // Data: rank r of W reads its blocks of each step's window (independent of W).
+  auto stream = TokenStream::open(cfg.data.path);
+  DataLoader loader(stream, loader_config(cfg, W, me, model->vocab_size()));
+  Tensor inputs = Tensor::empty({tc.batch_size, tc.seq_len}, DType::I32);
+  Tensor targets = Tensor::empty({tc.batch_size, tc.seq_len}, DType::I32);
+  runner.set_batch(tc.batch_size, tc.seq_len, tc.grad_accum);
+
+  const bool talk = !opt.quiet;
+  const std::int64_t tokens_per_step = cfg.tokens_per_step(W);
+  if (talk) {
+    log::info("# orthoshard train: resolved configuration\n{}", cfg.resolved_toml());
+    log::info("model: {} ({:.2f} M parameters){}", model->describe(), model->num_parameters() / 1e6,
+              cfg.model.init_from.empty() ? fmt::format(", random init seed {}", cfg.model.seed)
+                                          : ", from " + cfg.model.init_from);
+    log::info("data: {}; {} steps per epoch", stream->describe(), loader.steps_per_epoch());
+    if (cfg.data.path.rfind("builtin:synthetic", 0) == 0) log::info("data: {}", SyntheticLanguage().describe());
+    log::info("job: {} ranks {}, {} tokens per step (W {} x K {} x B {} x T {}), optimizer {}, {} matrices "
+              "orthogonalized across {} rank(s)",
+              W, backend->describe(), tokens_per_step, W, tc.grad_accum, tc.batch_size, tc.seq_len, cfg.optim.name,
+              optim.plan().tasks.size(), shard.size());
+    if (const std::string line = backend->rank_line(); !line.empty()) log::info_all("{}", line);
+  }
+
+  const auto& units = model->units();
+  const auto tied = tied_units(units, engine);
+  const auto fulls = [&](const std::string& n) { return engine.full(n); };
+  const auto fgrads = [&](const std::string& n) { return engine.full_grad(n); };
+  const bool reshard = cfg.runtime.reshard_after_forward;
+  const std::size_t depth = overlap ? static_cast<std::size_t>(std::max(cfg.runtime.prefetch, 0)) : 0;
+  const std::size_t U = units.size();
+  // Whether a unit stays gathered after its forward: a later unit reads its parameters (a tied embedding), or it
+  // is the last unit, whose backward comes right away.
+  std::vector<bool> keep(U, false);
+  for (std::size_t u = 0; u < U; ++u)
+    for (std::size_t owner : tied[u])
+      if (owner < u) keep[owner] = true;
+  if (U > 0) keep[U - 1] = true;
+  // Gather u and start the all-gathers of the next `depth` units: upwards in the forward; downwards in the
+  // backward, over the units whose backward reads their parameters.
+  auto gather_forward = [&](std::size_t u) {
+    engine.gather(u);
+    for (std::size_t k = 1; k <= depth && u + k < U; ++k) engine.prefetch(u + k);
+  };
+  auto prefetch_backward = [&](std::size_t u) {
+    for (std::size_t k = 1; k <= depth && k <= u; ++k)
+      if (units[u - k].backward_reads_params) engine.prefetch(u - k);
+  };
+  // After unit u's backward: the step's last micro-batch starts its reduction; an earlier one moves its gradient
+  // into the unit's fp32 sum (device bf16; a no-op where backward accumulates in fp32).
+  auto unit_done = [&](std::size_t u, bool last) {
+    if (!last) return engine.accumulate_grads(u);
+    engine.reduce_grads(u);
+    if (!overlap) engine.finish_reductions();
+  };
+
+  // Checkpoints: resume as checkpoint.resume says (at any world size), save every checkpoint.every steps.
+  Checkpointer checkpointer({world, shard.rank(), backend->replica_index(), engine, optim, loader, cfg, *model}, talk);
+  const std::int64_t first_step = checkpointer.resume();
+
+  StepLog steps(cfg, first_step, tokens_per_step, talk, me == 0);
+  const auto run_start = Clock::now();
+  for (std::int64_t step = first_step; step < tc.steps; ++step) {
+    const auto t0 = Clock::now();
+    engine.zero_grads();
+    for (int j = 0; j < tc.grad_accum; ++j) {
+      const bool last = j + 1 == tc.grad_accum;
+      loader.load(j, inputs, targets);
+      runner.set_tokens(inputs, targets);
+      for (std::size_t u = 0; u < U; ++u) {
+        gather_forward(u);
+        runner.forward(units[u], fulls);
+        if (reshard && !keep[u]) engine.release(u);
+      }
+      // Backward in reverse; the last micro-batch reduce-scatters each unit as soon as it is done.
+      for (std::size_t u = U; u-- > 0;) {
+        if (units[u].backward_reads_params) engine.gather(u);
+        prefetch_backward(u);
+        runner.backward(units[u], fulls, fgrads, 1.0 / tc.grad_accum);
+        unit_done(u, last);
+        if (reshard) {
+          engine.release(u);
+          for (std::size_t owner : tied[u]) engine.release(owner);  // its last reader is done
+        }
+      }
+    }
+    engine.finish_reductions();
+    for (std::size_t u = 0; u < U; ++u) engine.release(u);  // the optimizer changes the parameters
+
+    const double grad_norm = engine.clip_grad_norm(tc.grad_clip);
+    const double loss = world.all_reduce_scalar(runner.take_loss_sum() / tc.grad_accum, ReduceOp::Sum) / W;
+    const double lr_mult = lr_multiplier(cfg, step);
+    if (steps.update_allowed(step, loss, grad_norm)) backend->optimizer_step(lr_mult);
+    loader.advance();
+    engine.synchronize();
+    const double dt = world.all_reduce_scalar(seconds_since(t0), ReduceOp::Max);
+    if (talk && step == first_step) {
+      const FsdpMemory m = engine.memory();
+      std::uint64_t state = 0;
+      for (std::size_t i = 0; i < optim.params().size(); ++i)
+        for (const auto& [n, t] : optim.state(i).entries()) state += t.nbytes();
+      const std::uint64_t activations = runner.activation_bytes();
+      log::info_all("memory ({}): params {} (shards{}), grads {} (shards) + {} (accumulation), optimizer state {}, "
+                    "gathered peak {}, comm buffers {}{}",
+                    device_name(backend->device()), mib(m.param_shards),
+                    cfg.runtime.param_dtype == DType::F32 ? "" : fmt::format(" + {} copies", dtype_name(cfg.runtime.param_dtype)),
+                    mib(m.grad_shards), mib(m.grad_accumulation), mib(state), mib(m.gather_peak), mib(m.comm_buffers),
+                    activations ? ", activations " + mib(activations) : "");
+    }
+    steps.record(step, loss, grad_norm, cfg.optim.lr * lr_mult, dt, engine.comm_wait_ms());
+    checkpointer.after_step(step + 1);
+  }
+  TrainResult result = steps.finish(engine.comm_wait_ms());
+  if (talk)
+    log::info("done: {} steps in {:.1f} s, final loss {:.6f}, {:.0f} tok/s after the first step ({:.3g} TFLOP/s per "
+              "rank), {:.1f}% of step time blocked in collectives (rank 0)",
+              result.losses.size(), seconds_since(run_start), result.losses.empty() ? NAN : result.losses.back(),
+              result.tokens_per_s, result.tokens_per_s * model->flops_per_token(tc.seq_len) / W / 1e12,
+              100 * result.comm_wait_fraction);
+  return result;
+}
+
+}  // namespace orthoshard

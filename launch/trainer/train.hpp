@@ -1,0 +1,32 @@
+// `orthoshard train`: sharded training of a model family's model on the ranks of the job (FSDP engine + sharded
+// optimizer), on the CPU or on GPUs.
+#pragma once
+
+#include "launch/trainer/train_config.hpp"
+#include "runtime/comm/communicator.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace orthoshard {
+
+struct TrainResult {
+  std::vector<double> losses;      // per step: mean loss of the global batch before its update
+  std::vector<double> grad_norms;  // per step, before clipping
+  double tokens_per_s = 0;         // over the steps after the first
+  double comm_wait_fraction = 0;   // time blocked in collectives / step time (after the first step)
+  std::int64_t first_step = 0;     // steps done before this run (resumed checkpoint): losses[i] is step first_step+i+1
+};
+
+struct TrainOptions {
+  bool quiet = false;              // no log lines (tests)
+  // Overrides runtime.overlap when set (bench train runs both); false: every collective completes where it
+  // is issued.
+  std::optional<bool> overlap;
+};
+
+// Trains with `cfg` on the ranks of `world`. Collective; every rank returns the same losses.
+TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOptions& opt = {});
+
+}  // namespace orthoshard

@@ -1,0 +1,122 @@
+// The trainer's configuration: a TOML file ([model] [data] [train] [optim] [checkpoint] [runtime]) plus
+// command-line overrides `--section.key=value`, typed by one schema, validated with errors naming the key.
+#pragma once
+
+#include "models/data/loader.hpp"
+#include "models/family.hpp"
+#include "optim/config.hpp"
+#include "runtime/core/dtype.hpp"
+#include "runtime/core/tensor.hpp"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace orthoshard {
+
+enum class LrSchedule { Constant, Cosine, Linear };
+enum class NanPolicy { Stop, Skip };  // stop: end the run with a message; skip: drop the step's update
+enum class CommBackend { Auto, Mpi, Nccl };  // auto: mpi on cpu; on cuda nccl unless ranks share a GPU
+
+std::string_view lr_schedule_name(LrSchedule s);  // "constant" | "cosine" | "linear"
+std::string_view nan_policy_name(NanPolicy p);    // "stop" | "skip"
+std::string_view comm_backend_name(CommBackend c);  // "auto" | "mpi" | "nccl"
+
+// [model]: the model family ([model] arch) and its shape (see ModelSpec in models/family.hpp).
+using ModelSection = ModelSpec;
+
+// [data]
+struct DataSection {
+  std::string path = "builtin:synthetic";  // token shard file, glob, or builtin:synthetic
+  DataOrder order = DataOrder::Sequential;
+  std::uint64_t seed = 1337;  // shuffled order
+  bool operator==(const DataSection&) const = default;
+};
+
+// [train]
+struct TrainSection {
+  std::int64_t batch_size = 4;   // sequences per micro-batch, per rank (B)
+  std::int64_t seq_len = 1024;   // tokens per sequence (T); must be <= model maxT (checked by the trainer)
+  int grad_accum = 1;            // micro-batches per optimizer step (K)
+  std::int64_t steps = 100;      // optimizer steps in the run
+  LrSchedule schedule = LrSchedule::Constant;
+  std::int64_t warmup_steps = 0;  // linear warm-up steps (see launch/trainer/schedule.hpp)
+  double min_lr_ratio = 0.0;      // end of cosine/linear decay, as a fraction of the peak lr, in [0, 1]
+  double grad_clip = 0.0;         // global gradient-norm clip; 0 = off
+  std::uint64_t seed = 1337;      // trainer randomness (anything not model init or data order)
+  std::string metrics;            // JSONL metrics path; "" = none
+  std::int64_t log_every = 10;    // rank 0 prints a line every log_every steps (>= 1)
+  NanPolicy nan_policy = NanPolicy::Stop;
+  bool operator==(const TrainSection&) const = default;
+};
+
+// [checkpoint]: stored here; the checkpoint code gives them their effect.
+struct CheckpointSection {
+  std::string dir = "checkpoints";  // where step_<N>.h5 and `latest` go
+  std::int64_t every = 0;           // write every N steps; 0 = never
+  std::int64_t keep = 0;            // keep the newest N checkpoints; 0 = keep all
+  std::string resume = "none";      // "auto" (latest in dir, if any), "none", or a checkpoint path
+  bool operator==(const CheckpointSection&) const = default;
+};
+
+// [runtime]
+enum class Overlap { Auto, On, Off };
+std::string_view overlap_name(Overlap o);
+
+struct RuntimeSection {
+  Device backend = Device::CPU;  // "cpu" | "cuda"
+  CommBackend comm = CommBackend::Auto;
+  int hybrid_group_size = 0;     // sharding: "full" -> 0 (shard over all ranks); "hybrid:S" -> S (S >= 1)
+  DType param_dtype = DType::F32;   // what all-gathers move: f32 | bf16 (masters stay f32)
+  DType reduce_dtype = DType::F32;  // what gradient reductions move: f32 | bf16
+  bool reshard_after_forward = true;
+  int threads = 0;               // CPU threads per rank; 0 = library default
+  double comm_timeout_s = 600;   // cuda: a collective not done after this long ends the job (0 = never)
+  int prefetch = 1;              // units whose all-gather starts ahead of use when overlapping (0 = none)
+  // Overlap of collectives with compute (prefetched all-gathers, asynchronous reduce-scatters): on, off, or
+  // auto = on where collectives progress in the background (cuda), off for MPI on host memory (cpu), where
+  // non-blocking collectives only progress inside MPI calls and were measured slower than blocking ones.
+  Overlap overlap = Overlap::Auto;
+  // cuda: the attention kernels (see AttentionKernels): auto = fused where the model allows, flash, gemm.
+  AttentionKernels attention = AttentionKernels::Auto;
+  bool overlap_enabled() const {
+    return overlap == Overlap::On || (overlap == Overlap::Auto && backend == Device::CUDA);
+  }
+  std::string sharding() const;  // "full" or "hybrid:S"
+  bool operator==(const RuntimeSection&) const = default;
+};
+
+struct TrainConfig {
+  ModelSection model;
+  DataSection data;
+  TrainSection train;
+  OptimConfig optim;  // the optimizer's own struct, parsed by optim_config_from_json
+  CheckpointSection checkpoint;
+  RuntimeSection runtime;
+  std::string source;  // the TOML path it was loaded from ("" = defaults), for messages
+
+  // Every key with its value (defaults included) as TOML; loading it gives this configuration back.
+  std::string resolved_toml() const;
+  // Tokens per optimizer step over the whole job: world_size · grad_accum · batch_size · seq_len.
+  std::int64_t tokens_per_step(int world_size) const {
+    return static_cast<std::int64_t>(world_size) * train.grad_accum * train.batch_size * train.seq_len;
+  }
+};
+
+// Loads `toml_path` ("" = all defaults) and applies `overrides` in order (later wins). An override is
+// `--section.key=value` or the two items `--section.key` `value`; lists are comma-separated
+// (`--optim.betas=0.9,0.95`, `--optim.adam_params=wte,wpe`); bools are true|false|1|0. Throws UsageError
+// with one line naming the source and key: `cfg.toml: [train] batch_size: expected an integer, got "four"`,
+// `--optim.lrr: unknown key (did you mean optim.lr?)`, `config file 'x.toml' not found`.
+// Checks that need the model file or the world size (seq_len <= maxT, world size divisible by the hybrid
+// group) are left to the trainer.
+TrainConfig load_train_config(const std::string& toml_path, const std::vector<std::string>& overrides = {});
+
+// True for an argument that looks like an override (`--section.key...`), for CLI pre-filtering.
+bool is_config_override(std::string_view arg);
+
+// "section.key" of every known key, in the order resolved_toml() writes them (tests, help text).
+std::vector<std::string> train_config_keys();
+
+}  // namespace orthoshard

@@ -1,0 +1,133 @@
+// GPT-2 as a model family (see family.hpp), with its CPU runner.
+#include "models/gpt2/family.hpp"
+
+#include "models/gpt2/init.hpp"
+#include "models/gpt2/llmc_file.hpp"
+#include "models/gpt2/model.hpp"
+#include "models/gpt2/unit_runner.hpp"
+#include "models/safetensors.hpp"
+#include "runtime/core/error.hpp"
+
+#include <cstring>
+#include <map>
+#include <utility>
+
+namespace orthoshard {
+namespace {
+
+const Gpt2Family kFamily;
+
+// The CPU: losses are known when the head's forward returns.
+class Gpt2CpuRunner final : public Gpt2UnitRunner<Gpt2Model<float>> {
+ public:
+  explicit Gpt2CpuRunner(const Gpt2Config& cfg) : Gpt2UnitRunner(cfg) {}
+  void set_batch(std::int64_t B, std::int64_t T, int) override { net_.set_batch(B, T); }
+  double take_loss_sum() override { return std::exchange(loss_sum_, 0.0); }
+
+ private:
+  void head_forward(const HeadWeights& w, const Tensor& targets) override { loss_sum_ += net_.head_forward(w, targets); }
+  double loss_sum_ = 0;
+};
+
+}  // namespace
+
+Gpt2Config gpt2_config(const ModelSpec& spec) {
+  Gpt2Config g;
+  g.L = spec.L;
+  g.C = spec.C;
+  g.NH = spec.NH;
+  g.V = spec.V;
+  g.Vp = spec.Vp;
+  g.maxT = spec.maxT;
+  g.origin = spec.origin;
+  return g;
+}
+
+std::vector<ModelUnit> gpt2_model_units(const Gpt2Config& cfg) {
+  std::map<std::string, Shape> shapes;
+  for (const auto& [name, shape] : gpt2_parameter_specs(cfg)) shapes[name] = shape;
+  std::vector<ModelUnit> units;
+  for (const Gpt2Unit& u : gpt2_units(cfg)) {
+    ModelUnit m;
+    m.name = u.name();
+    m.kind = u.kind;
+    m.layer = u.layer;
+    for (const auto& name : unit_parameter_names(u)) {
+      const Shape& s = shapes.at(name);
+      const ParamRole role = u.kind == UnitKind::Embedding ? ParamRole::Embedding
+                             : s.size() >= 2              ? ParamRole::Matrix
+                                                          : ParamRole::Vector;
+      m.params.push_back({name, s, role});
+    }
+    if (u.kind == UnitKind::Head) m.reads = {"wte"};            // the logits use the embedding's wte (tied)
+    if (u.kind == UnitKind::Embedding) m.backward_reads_params = false;  // a lookup: gradients only
+    units.push_back(std::move(m));
+  }
+  return units;
+}
+
+Gpt2::Gpt2(Gpt2Config cfg, Gpt2Params initial)
+    : cfg_(std::move(cfg)), initial_(std::move(initial)), units_(gpt2_model_units(cfg_)) {}
+
+const ModelFamily& Gpt2::family() const { return kFamily; }
+
+std::string Gpt2::describe() const { return "GPT-2 " + cfg_.describe(); }
+
+double Gpt2::flops_per_token(std::int64_t T) const {
+  return 6.0 * static_cast<double>(cfg_.num_parameters()) + 6.0 * static_cast<double>(cfg_.L * cfg_.C * T);
+}
+
+std::vector<NamedTensor> Gpt2::take_initial_values() {
+  OS_CHECK(initial_.flat().raw() != nullptr, "GPT-2 {}: no initial values (already taken, or a checkpoint's description)",
+           cfg_.describe());
+  std::vector<NamedTensor> out = initial_.named();  // views that keep the buffer alive
+  initial_ = Gpt2Params();
+  return out;
+}
+
+std::vector<ModelAttribute> Gpt2::attributes() const {
+  return {{"L", cfg_.L}, {"C", cfg_.C}, {"NH", cfg_.NH}, {"V", cfg_.V}, {"Vp", cfg_.Vp}, {"maxT", cfg_.maxT}};
+}
+
+void Gpt2::export_weights(const std::string& format, const TensorLookup& weights, const std::string& path,
+                          const std::string& source) const {
+  Gpt2Params p = Gpt2Params::zeros(cfg_, DType::F32);
+  for (const auto& [name, t] : p.named()) {
+    const Tensor v = weights(name);
+    if (v.shape() != t.shape() || v.dtype() != DType::F32)
+      fail("'{}': {} is {}, expected f32{}", source, name, v.describe(), shape_str(t.shape()));
+    std::memcpy(t.raw(), v.raw(), t.nbytes());
+  }
+  if (format == "llmc") return save_llmc_model(p, path);
+  if (format == "safetensors")
+    return write_safetensors(p.named(), path, {{"format", "pt"}, {"source", source}, {"model", cfg_.describe()}});
+  throw UsageError(fmt::format("GPT-2 exports as llmc or safetensors, not '{}'", format));
+}
+
+std::unique_ptr<UnitRunner> Gpt2::cpu_runner() const { return std::make_unique<Gpt2CpuRunner>(cfg_); }
+
+std::unique_ptr<Model> Gpt2Family::create(const ModelSpec& spec) const {
+  if (!spec.init_from.empty()) {
+    Gpt2Params p = load_llmc_model(spec.init_from);
+    Gpt2Config c = p.config();
+    return std::make_unique<Gpt2>(std::move(c), std::move(p));
+  }
+  const Gpt2Config c = gpt2_config(spec);
+  c.validate();
+  return std::make_unique<Gpt2>(c, gpt2_random_init(c, spec.seed));
+}
+
+std::unique_ptr<Model> Gpt2Family::from_attributes(const AttributeSource& attrs) const {
+  Gpt2Config c;
+  c.L = attrs.get_int("L");
+  c.C = attrs.get_int("C");
+  c.NH = attrs.get_int("NH");
+  c.V = attrs.get_int("V");
+  c.Vp = attrs.get_int("Vp");
+  c.maxT = attrs.get_int("maxT");
+  c.origin = attrs.where();
+  c.validate();
+  return std::make_unique<Gpt2>(c, Gpt2Params());
+}
+
+}  // namespace orthoshard
