@@ -127,6 +127,7 @@ class ShardedEngine {
   virtual void finish_reduce(std::size_t u) = 0;  // wait, convert into the fp32 shard, replica mean
 
   const UnitLayout& layout(std::size_t u) const { return layouts_[u]; }
+  bool reducing(std::size_t u) const { return state_[u].reducing; }
   int rank() const { return rank_; }
   int nranks() const { return nranks_; }
   // Where a parameter's rows live: its unit, its position in the unit, this rank's first element in the unit's

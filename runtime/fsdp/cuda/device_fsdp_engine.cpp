@@ -217,6 +217,7 @@ void DeviceFsdpEngine::accumulate_grads(std::size_t ui) {
   Unit& u = *units_[ui];
   const std::int64_t n = layout(ui).full_numel;
   if (opt_.param_dtype == DType::F32 || n == 0) return;
+  OS_CHECK(!reducing(ui), "fsdp: accumulate_grads of unit {} after its reduction started", unit_spec(ui).name);
   if (u.grad_sum.empty()) u.grad_sum = cuda::DeviceBuffer<float>(static_cast<std::size_t>(n));
   if (!u.summed) u.grad_sum.zero(stream_);
   cuda::accumulate_and_zero(u.grad_sum.data(), reinterpret_cast<cuda::bf16*>(u.full_grad.data()), n, stream_);
