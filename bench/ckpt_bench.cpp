@@ -130,7 +130,7 @@ int run_ckpt_bench(Communicator& world, const CkptBenchOptions& o) {
     row.ranks = s;
     bool keep_this = false;  // this round's checkpoint is the one --keep asks for
     if (me < s) {
-      const Gpt2 model(mc, Gpt2Params());  // the units and roles; each rank initializes just its rows below
+      const Gpt2 model(mc, std::uint64_t{1});  // seeded init; each rank initializes just its rows below
       std::vector<FsdpUnitSpec> unit_specs;
       for (const ModelUnit& u : model.units()) {
         FsdpUnitSpec spec{u.name, {}};
@@ -143,7 +143,7 @@ int run_ckpt_bench(Communicator& world, const CkptBenchOptions& o) {
         const std::string& n = pi.name;
         const RowRange r = engine.rows(n);
         Tensor p = engine.shard(n), g = engine.grad_shard(n);
-        gpt2_init_rows(mc, 1, n, r.begin, r.end, p.data<float>());
+        model.initial_rows(n, r.begin, r.end, p.data<float>());
         float* gd = g.data<float>();
         for (std::int64_t i = 0; i < g.numel(); ++i) gd[i] = 1e-3f * std::sin(static_cast<float>(i + r.begin));
         params.push_back(p);

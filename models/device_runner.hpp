@@ -11,7 +11,7 @@
 
 namespace orthoshard {
 
-struct DeviceRunnerOptions {
+struct DeviceRunnerOptions : RunnerOptions {
   DType dtype = DType::BF16;  // compute dtype of parameters and activations: f32 or bf16 (fp32 statistics, losses)
   AttentionKernels attention = AttentionKernels::Auto;
 };

@@ -5,7 +5,7 @@
 //   - its units (embedding, blocks, head: what the FSDP engine gathers one at a time) and which parameters a
 //     unit reads from another unit (tied weights);
 //   - each parameter's role (embedding, head, hidden matrix, vector), which the optimizer routes by;
-//   - its initial values (from the config and seed, or from a file in one of its formats);
+//   - its initial values, by rows (from the config and seed, or from a file in one of its formats);
 //   - its checkpoint attributes and the formats its weights export to;
 //   - forward and backward per unit, on each backend (UnitRunner; the GPU runners: models/device_runner.hpp).
 #pragma once
@@ -83,6 +83,13 @@ class UnitRunner {
   virtual std::string describe() const { return ""; }  // what a log line should say about the kernels
 };
 
+// How a runner keeps activations: checkpoint_blocks = only each block's input is kept from the forward and the
+// block's forward is recomputed in its backward (one block's activations instead of L; the same results bit for
+// bit) ([runtime] activation_checkpointing = blocks).
+struct RunnerOptions {
+  bool checkpoint_blocks = false;
+};
+
 // The GPU attention kernels ([runtime] attention): fused tensor-core kernels that never store the T x T scores
 // (bf16 models with head size 16, 32, 64 or 128), or cuBLAS batched GEMMs around softmax kernels (any model).
 // auto = flash where it applies, else gemm.
@@ -129,9 +136,10 @@ class Model {
   // Every parameter in unit order.
   std::vector<ParamInfo> parameters() const;
 
-  // The initial value of every parameter (host f32, the same on every rank): from the file the model was
-  // loaded from, or the seeded random init. The model keeps no copy: a second call throws.
-  virtual std::vector<NamedTensor> take_initial_values() = 0;
+  // Rows [begin, end) of a parameter's initial value (host f32, row-major; a 1-D parameter has one element per
+  // row), the same on every rank: read from the file the model was loaded from, or computed by the seeded init.
+  // Each rank initializes just its shard; no rank holds the whole model.
+  virtual void initial_rows(const std::string& name, std::int64_t begin, std::int64_t end, float* out) const = 0;
 
   // What the checkpoint's /model group records (besides `architecture`, which is family().arch()).
   virtual std::vector<ModelAttribute> attributes() const = 0;
@@ -142,7 +150,7 @@ class Model {
                               const std::string& source) const = 0;
 
   // Forward and backward on the CPU (f32).
-  virtual std::unique_ptr<UnitRunner> cpu_runner() const = 0;
+  virtual std::unique_ptr<UnitRunner> cpu_runner(const RunnerOptions& opt = {}) const = 0;
 };
 
 class ModelFamily {
@@ -150,7 +158,7 @@ class ModelFamily {
   virtual ~ModelFamily() = default;
   virtual std::string_view arch() const = 0;   // "gpt2": [model] arch and the checkpoint's architecture attribute
   virtual std::string_view title() const = 0;  // "GPT-2"
-  // The model [model] describes: weights from spec.init_from, or initialized from spec.seed.
+  // The model [model] describes: weights from spec.init_from (checked, read by rows later), or from spec.seed.
   virtual std::unique_ptr<Model> create(const ModelSpec& spec) const = 0;
   // The model a checkpoint's /model attributes describe, with no initial values (for its shapes and exports).
   virtual std::unique_ptr<Model> from_attributes(const AttributeSource& attrs) const = 0;

@@ -7,6 +7,7 @@
 #include "runtime/fsdp/fsdp_engine.hpp"
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 using namespace orthoshard;
@@ -123,4 +124,50 @@ TEST_F(MpiTest, ClipUsesTheGlobalNormAndShardsAreAboutOneNth) {
   const double full_bytes = 4.0 * (13 * 4 + 2 * 4 + 9 * 5 + 9 + 12 + 4);
   EXPECT_LE(static_cast<double>(m.param_shards), full_bytes / n + 4.0 * 3 * 5 * 2);  // padding: < 1 row/param
   EXPECT_EQ(static_cast<double>(m.grad_accumulation), full_bytes);
+}
+
+// Full-size gradients exist only for the units in flight: backward in reverse order with the tied embedding open
+// from the head's backward to its own, each unit reduced right after its backward. Two micro-batches reduced
+// one by one add up in the shards to what one reduction of their sum gives (multiples of N: every mean is exact).
+TEST_F(MpiTest, GradientBuffersAreTransientAndMicroBatchesAddUp) {
+  const int n = comm().size(), r = comm().rank();
+  auto fill = [&](FsdpEngine& e, std::size_t u, int micro) {
+    for (const auto& p : e.unit_spec(u).params) {
+      Tensor g = e.full_grad(p.name);
+      for (std::int64_t i = 0; i < g.numel(); ++i)
+        g.data<float>()[i] += static_cast<float>(n * (r + 1) * ((i + micro) % 7 + 1));
+    }
+  };
+  std::uint64_t unit_bytes_max = 0, emb_bytes = 0, total = 0;
+  FsdpEngine per_micro(units(), comm(), nullptr), once(units(), comm(), nullptr);
+  for (std::size_t u = 0; u < per_micro.num_units(); ++u) {
+    std::uint64_t b = 0;
+    for (const auto& p : per_micro.unit_spec(u).params) b += 4 * static_cast<std::uint64_t>(shape_numel(p.shape));
+    unit_bytes_max = std::max(unit_bytes_max, b);
+    if (u == 0) emb_bytes = b;
+    total += b;
+  }
+  per_micro.zero_grads();
+  once.zero_grads();
+  for (int micro = 0; micro < 2; ++micro) {
+    for (std::size_t u = per_micro.num_units(); u-- > 0;) {
+      per_micro.open_grads(u);
+      if (u + 1 == per_micro.num_units()) per_micro.open_grads(0);  // the head writes into the tied embedding
+      fill(per_micro, u, micro);
+      per_micro.reduce_grads(u, micro == 1);
+      fill(once, u, micro);
+      if (micro == 1) once.reduce_grads(u);
+    }
+  }
+  per_micro.finish_reductions();
+  once.finish_reductions();
+  for (std::size_t u = 0; u < once.num_units(); ++u)
+    for (const auto& p : once.unit_spec(u).params) {
+      const Tensor a = per_micro.grad_shard(p.name), b = once.grad_shard(p.name);
+      ASSERT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << p.name;
+    }
+  // One unit plus the tied embedding at most, against all of them kept for the step.
+  EXPECT_LE(per_micro.memory().grad_accumulation, unit_bytes_max + emb_bytes);
+  EXPECT_EQ(once.memory().grad_accumulation, total);
+  EXPECT_LE(static_cast<double>(per_micro.memory().grad_shards), static_cast<double>(total) / n + 4.0 * 3 * 5 * 2);
 }

@@ -421,6 +421,27 @@ TEST(Gpt2Units, MicroBatchesAccumulateToTheFullBatchGradient) {
   for (std::int64_t i = 0; i < full.flat().numel(); ++i) ASSERT_NEAR(a[i], f[i], 1e-12) << i;
 }
 
+// Activation checkpointing keeps one block's activations and recomputes the block in its backward: the same
+// loss and every gradient bit for bit, with fewer activation bytes.
+TEST(Gpt2Units, ActivationCheckpointingGivesTheSameGradients) {
+  Gpt2Config cfg;
+  cfg.L = 3, cfg.C = 16, cfg.NH = 2, cfg.V = 11, cfg.Vp = 12, cfg.maxT = 8;
+  const Gpt2Params p = gpt2_random_init(cfg, 4);
+  Tensor in = Tensor::empty({2, 8}, DType::I32), tg = Tensor::empty({2, 8}, DType::I32);
+  for (std::int64_t i = 0; i < 16; ++i) {
+    in.data<std::int32_t>()[i] = static_cast<std::int32_t>((5 * i + 1) % cfg.V);
+    tg.data<std::int32_t>()[i] = static_cast<std::int32_t>((7 * i + 3) % cfg.V);
+  }
+  Gpt2Model<float> plain(cfg), ckpt(cfg, true);
+  Gpt2Params gp = Gpt2Params::zeros(cfg), gc = Gpt2Params::zeros(cfg);
+  const double lp = plain.forward(p, in, tg), lc = ckpt.forward(p, in, tg);
+  plain.backward(p, gp);
+  ckpt.backward(p, gc);
+  EXPECT_EQ(lp, lc);
+  EXPECT_EQ(std::memcmp(gp.flat().raw(), gc.flat().raw(), gp.flat().nbytes()), 0);
+  EXPECT_LT(ckpt.activation_bytes(), plain.activation_bytes());
+}
+
 TEST(Gpt2Units, OrderAndShapesAreChecked) {
   Gpt2Config cfg;
   cfg.L = 1, cfg.C = 8, cfg.NH = 2, cfg.V = 11, cfg.Vp = 12, cfg.maxT = 8;
@@ -520,26 +541,48 @@ TEST(Gpt2Family, UnitsRolesAndTiedWeights) {
   }
 }
 
-TEST(Gpt2Family, InitialValuesAttributesAndUnknownArchitectures) {
+// Initial values come by rows (each rank reads only its shard): the seeded init's rows are gpt2_random_init's,
+// and a model file's rows are what load_llmc_model reads, for fp32 and bf16 files.
+TEST(Gpt2Family, InitialRowsAttributesAndUnknownArchitectures) {
   ModelSpec spec;
-  spec.L = 1, spec.C = 8, spec.NH = 2, spec.V = 11, spec.Vp = 12, spec.maxT = 8, spec.seed = 5;
-  std::unique_ptr<Model> m = make_model(spec);
+  spec.L = 2, spec.C = 8, spec.NH = 2, spec.V = 11, spec.Vp = 12, spec.maxT = 8, spec.seed = 5;
   const Gpt2Params want = gpt2_random_init(gpt2_config(spec), 5);
-  const auto values = m->take_initial_values();
-  ASSERT_EQ(values.size(), want.named().size());
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    ASSERT_EQ(values[i].first, want.named()[i].first);
-    ASSERT_EQ(std::memcmp(values[i].second.raw(), want.named()[i].second.raw(), want.named()[i].second.nbytes()), 0)
-        << values[i].first;
+  const fs::path dir = temp_dir("gpt2family");
+  save_llmc_model(want, (dir / "model.bin").string());
+  {  // the same as bf16 (llm.c version 5)
+    std::array<std::int32_t, 256> h{};
+    std::ifstream(dir / "model.bin", std::ios::binary).read(reinterpret_cast<char*>(h.data()), sizeof h);
+    h[1] = 5;
+    std::vector<bf16> half(static_cast<std::size_t>(want.flat().numel()));
+    for (std::size_t i = 0; i < half.size(); ++i) half[i] = float_to_bf16(want.flat().data<float>()[i]);
+    std::ofstream out(dir / "model16.bin", std::ios::binary);
+    out.write(reinterpret_cast<const char*>(h.data()), sizeof h);
+    out.write(reinterpret_cast<const char*>(half.data()), static_cast<std::streamsize>(half.size() * 2));
   }
-  EXPECT_THROW(m->take_initial_values(), Error);  // the model keeps no copy
-  // A checkpoint's attributes give the same model back.
-  const auto again = model_family("gpt2").from_attributes(MapAttributes(m->attributes()));
-  EXPECT_EQ(again->describe(), m->describe());
-  EXPECT_EQ(again->num_parameters(), m->num_parameters());
+  const std::unique_ptr<Model> seeded = make_model(spec);
+  spec.init_from = (dir / "model.bin").string();
+  const std::unique_ptr<Model> from_file = make_model(spec);
+  spec.init_from = (dir / "model16.bin").string();
+  const std::unique_ptr<Model> from_bf16 = make_model(spec);
+  const Gpt2Params want16 = load_llmc_model(spec.init_from);
+  for (const auto& [m, ref] : {std::pair{seeded.get(), &want}, {from_file.get(), &want}, {from_bf16.get(), &want16}})
+    for (const auto& [name, t] : ref->named()) {
+      const std::int64_t rows = t.dim(0), per_row = t.numel() / rows, b = rows / 3, e = rows - rows / 4;
+      std::vector<float> got(static_cast<std::size_t>((e - b) * per_row));
+      m->initial_rows(name, b, e, got.data());
+      ASSERT_EQ(std::memcmp(got.data(), t.data<float>() + b * per_row, got.size() * sizeof(float)), 0) << name;
+    }
+  EXPECT_EQ(from_file->describe(), seeded->describe());
+  // A checkpoint's attributes give the same model back, without initial values.
+  const auto again = model_family("gpt2").from_attributes(MapAttributes(seeded->attributes()));
+  EXPECT_EQ(again->describe(), seeded->describe());
+  EXPECT_EQ(again->num_parameters(), seeded->num_parameters());
+  float x = 0;
+  EXPECT_THROW(again->initial_rows("wte", 0, 1, &x), Error);
   spec.arch = "llama2000";
   const std::string msg = error_of([&] { make_model(spec); });
   EXPECT_NE(msg.find("'llama2000' is not known (known: gpt2)"), std::string::npos) << msg;
+  fs::remove_all(dir);
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -59,6 +59,33 @@ TEST_F(MpiTest, GradAccumulationEqualsTheLargerBatch) {
   }
 }
 
+// Micro-batches reduced one by one into the shards (sharded, the default) or kept whole and reduced once per step
+// (unsharded): the same with one micro-batch, and both reproduce one rank with four.
+TEST_F(MpiTest, ShardedAndUnshardedGradientAccumulation) {
+  const TrainResult s1 = train(comm(), tiny("normuon"), {true, true});
+  const TrainResult u1 = train(comm(), tiny("normuon", {"--runtime.grad_accum_mode=unsharded"}), {true, true});
+  EXPECT_EQ(s1.losses, u1.losses);
+  for (const char* mode : {"sharded", "unsharded"}) {
+    const std::vector<std::string> k4 = {"--train.grad_accum=4", "--train.batch_size=1",
+                                         std::string("--runtime.grad_accum_mode=") + mode};
+    const TrainResult got = train(comm(), tiny("muon", k4), {true, true});
+    const TrainResult ref = one_rank(comm(), tiny("muon", k4));
+    EXPECT_LT(max_rel(got.losses, ref.losses), 1e-5) << mode;
+    EXPECT_LT(got.losses.back(), got.losses.front()) << mode << " does not learn";
+  }
+}
+
+// Blocks recompute their forward in the backward: the same losses bit for bit.
+TEST_F(MpiTest, ActivationCheckpointingGivesTheSameLosses) {
+  for (const char* name : {"adamw", "normuon"}) {
+    const TrainResult a = train(comm(), tiny(name, {"--train.grad_accum=2"}), {true, true});
+    const TrainResult b =
+        train(comm(), tiny(name, {"--train.grad_accum=2", "--runtime.activation_checkpointing=blocks"}), {true, true});
+    EXPECT_EQ(a.losses, b.losses) << name;
+    EXPECT_EQ(a.grad_norms, b.grad_norms) << name;
+  }
+}
+
 TEST_F(MpiTest, HybridShardingEqualsFullSharding) {
   if (comm().size() % 2 != 0) return;
   const TrainResult full = train(comm(), tiny("muon"), {true, true});

@@ -311,7 +311,8 @@ TEST(TrainConfig, OverrideRecognition) {
   EXPECT_FALSE(is_config_override("--.x"));
   EXPECT_FALSE(is_config_override("--x.=3"));
   const auto keys = train_config_keys();
-  EXPECT_EQ(keys.size(), 9u + 3u + 12u + 20u + 4u + 11u);  // [model] gained arch (the model family)
+  // [model] gained arch (the model family), [runtime] grad_accum_mode and activation_checkpointing.
+  EXPECT_EQ(keys.size(), 9u + 3u + 12u + 20u + 4u + 13u);
   EXPECT_EQ(keys.front(), "model.init_from");
 }
 

@@ -53,7 +53,11 @@ class DeviceBackend final : public TrainBackend {
     optim_ = std::make_unique<DeviceOptimizer>(cfg.optim, route_parameters(model.parameters(), cfg.optim),
                                                device_shard_.get(), stream_->get(), ns_);
     blas_ = std::make_unique<cuda::Blas>();
-    runner_ = make_device_runner(model, *blas_, stream_->get(), {cfg.runtime.param_dtype, cfg.runtime.attention});
+    DeviceRunnerOptions ropt;
+    ropt.checkpoint_blocks = cfg.runtime.checkpoint_blocks;
+    ropt.dtype = cfg.runtime.param_dtype;
+    ropt.attention = cfg.runtime.attention;
+    runner_ = make_device_runner(model, *blas_, stream_->get(), ropt);
     bind(*engine_, *optim_, *runner_, *shard_, me / S);
   }
 

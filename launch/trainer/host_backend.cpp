@@ -60,7 +60,7 @@ class HostBackend final : public TrainBackend {
                                            FsdpOptions{cfg.runtime.param_dtype, cfg.runtime.reduce_dtype, overlap});
     optim_ = std::make_unique<Optimizer>(
         Optimizer::with_roles(cfg.optim, model.parameters(), DType::F32, shard_.get()));
-    runner_ = model.cpu_runner();
+    runner_ = model.cpu_runner({cfg.runtime.checkpoint_blocks});
     bind(*engine_, *optim_, *runner_, *shard_, me / S);
   }
   std::string describe() const override {

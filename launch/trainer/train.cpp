@@ -38,6 +38,28 @@ std::vector<std::vector<std::size_t>> tied_units(const std::vector<ModelUnit>& u
   return out;
 }
 
+// What this rank holds: the sharded part (1/N of the model's state), the most that was in flight at once (full-size
+// gathered parameters, gradients and reduction buffers of the units in flight), the activations, and what the
+// same model would take per rank at other rank counts (the sharded part scales with 1/N, the rest does not).
+std::string memory_line(const ShardedEngine& engine, ShardedOptimizer& optim, const UnitRunner& runner, Device device,
+                        int shard_ranks) {
+  const FsdpMemory m = engine.memory();
+  std::uint64_t state = 0;
+  for (std::size_t i = 0; i < optim.params().size(); ++i)
+    for (const auto& [n, t] : optim.state(i).entries()) state += t.nbytes();
+  const std::uint64_t sharded = m.param_shards + m.grad_shards + state;
+  const std::uint64_t fixed = m.transient_peak + runner.activation_bytes();
+  std::string per_n;
+  for (int n : {1, 2, 4, 8, 64})
+    per_n += fmt::format("{}{} {}", per_n.empty() ? "" : ", ", n,
+                         mib(sharded * static_cast<std::uint64_t>(shard_ranks) / static_cast<std::uint64_t>(n) + fixed));
+  return fmt::format("memory ({}): sharded {} (params {}, grads {}, optimizer state {}), in flight at most {} (gathered "
+                     "params {}, gradients {}, reduction buffers {}), activations {}; per rank at N ranks: {}",
+                     device_name(device), mib(sharded), mib(m.param_shards), mib(m.grad_shards), mib(state),
+                     mib(m.transient_peak), mib(m.gather_peak), mib(m.grad_accumulation), mib(m.comm_buffers),
+                     mib(runner.activation_bytes()), per_n);
+}
+
 }  // namespace
 
 TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOptions& opt) {
@@ -59,7 +81,15 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
   ShardedOptimizer& optim = backend->optimizer();
   UnitRunner& runner = backend->runner();
   Communicator& shard = backend->shard_group();
-  for (const auto& [name, t] : model->take_initial_values()) engine.load_full(name, t);  // no full copy is kept
+  // Each rank initializes just its rows: no rank holds the whole model.
+  for (const ParamInfo& p : model->parameters()) {
+    const RowRange rows = engine.rows(p.name);
+    Shape local = p.shape;
+    local[0] = rows.rows();
+    Tensor init = Tensor::empty(local, DType::F32);
+    model->initial_rows(p.name, rows.begin, rows.end, init.data<float>());
+    engine.shard_from_host(p.name, init);
+  }
 
   // Data: rank r of W reads its blocks of each step's window (independent of W).
   auto stream = TokenStream::open(cfg.data.path);
@@ -108,11 +138,13 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     for (std::size_t k = 1; k <= depth && k <= u; ++k)
       if (units[u - k].backward_reads_params) engine.prefetch(u - k);
   };
-  // After unit u's backward: the step's last micro-batch starts its reduction; an earlier one moves its gradient
-  // into the unit's fp32 sum (device bf16; a no-op where backward accumulates in fp32).
+  // After unit u's backward: its gradient is reduce-scattered into the shards (every micro-batch in sharded mode,
+  // the step's last in unsharded mode); a kept one moves into the unit's fp32 sum (device bf16; a no-op where
+  // backward accumulates in fp32).
+  const bool every_micro_batch = cfg.runtime.grad_accum_mode == GradAccumMode::Sharded;
   auto unit_done = [&](std::size_t u, bool last) {
-    if (!last) return engine.accumulate_grads(u);
-    engine.reduce_grads(u);
+    if (!last && !every_micro_batch) return engine.accumulate_grads(u);
+    engine.reduce_grads(u, last);
     if (!overlap) engine.finish_reductions();
   };
 
@@ -138,6 +170,8 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
       for (std::size_t u = U; u-- > 0;) {
         if (units[u].backward_reads_params) engine.gather(u);
         prefetch_backward(u);
+        engine.open_grads(u);
+        for (std::size_t owner : tied[u]) engine.open_grads(owner);  // it adds into the tied weights' gradients
         runner.backward(units[u], fulls, fgrads, 1.0 / tc.grad_accum);
         unit_done(u, last);
         if (reshard) {
@@ -156,19 +190,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     loader.advance();
     engine.synchronize();
     const double dt = world.all_reduce_scalar(seconds_since(t0), ReduceOp::Max);
-    if (talk && step == first_step) {
-      const FsdpMemory m = engine.memory();
-      std::uint64_t state = 0;
-      for (std::size_t i = 0; i < optim.params().size(); ++i)
-        for (const auto& [n, t] : optim.state(i).entries()) state += t.nbytes();
-      const std::uint64_t activations = runner.activation_bytes();
-      log::info_all("memory ({}): params {} (shards{}), grads {} (shards) + {} (accumulation), optimizer state {}, "
-                    "gathered peak {}, comm buffers {}{}",
-                    device_name(backend->device()), mib(m.param_shards),
-                    cfg.runtime.param_dtype == DType::F32 ? "" : fmt::format(" + {} copies", dtype_name(cfg.runtime.param_dtype)),
-                    mib(m.grad_shards), mib(m.grad_accumulation), mib(state), mib(m.gather_peak), mib(m.comm_buffers),
-                    activations ? ", activations " + mib(activations) : "");
-    }
+    if (talk && step == first_step) log::info_all("{}", memory_line(engine, optim, runner, backend->device(), shard.size()));
     steps.record(step, loss, grad_norm, cfg.optim.lr * lr_mult, dt, engine.comm_wait_ms());
     checkpointer.after_step(step + 1);
   }

@@ -38,6 +38,9 @@ std::string_view nan_policy_name(NanPolicy p) { return p == NanPolicy::Stop ? "s
 std::string_view comm_backend_name(CommBackend c) {
   return c == CommBackend::Auto ? "auto" : c == CommBackend::Mpi ? "mpi" : "nccl";
 }
+std::string_view grad_accum_mode_name(GradAccumMode m) {
+  return m == GradAccumMode::Sharded ? "sharded" : "unsharded";
+}
 std::string_view overlap_name(Overlap o) { return o == Overlap::Auto ? "auto" : o == Overlap::On ? "on" : "off"; }
 
 std::string RuntimeSection::sharding() const {
@@ -369,6 +372,15 @@ const std::vector<KeySpec>& schema() {
            v, {{"auto", AttentionKernels::Auto}, {"flash", AttentionKernels::Flash}, {"gemm", AttentionKernels::Gemm}});
      },
      [](const TrainConfig& c) { return toml_string(attention_kernels_name(c.runtime.attention)); }},
+    {"runtime", "grad_accum_mode", Kind::String,
+     [](TrainConfig& c, const Value& v) {
+       c.runtime.grad_accum_mode =
+           choose<GradAccumMode>(v, {{"sharded", GradAccumMode::Sharded}, {"unsharded", GradAccumMode::Unsharded}});
+     },
+     [](const TrainConfig& c) { return toml_string(grad_accum_mode_name(c.runtime.grad_accum_mode)); }},
+    {"runtime", "activation_checkpointing", Kind::String,
+     [](TrainConfig& c, const Value& v) { c.runtime.checkpoint_blocks = choose<bool>(v, {{"none", false}, {"blocks", true}}); },
+     [](const TrainConfig& c) { return toml_string(c.runtime.checkpoint_blocks ? "blocks" : "none"); }},
   };
   return keys;
 }

@@ -63,6 +63,12 @@ struct CheckpointSection {
 // [runtime]
 enum class Overlap { Auto, On, Off };
 std::string_view overlap_name(Overlap o);
+// How micro-batches' gradients add up: sharded = each micro-batch's gradient is reduce-scattered into the fp32
+// shards (full-size gradients exist only for the units in flight); unsharded = full-size gradients are kept
+// across the step's micro-batches and reduced once (less communication, a full gradient per rank; FSDP2's
+// no-sync). The same with grad_accum = 1.
+enum class GradAccumMode { Sharded, Unsharded };
+std::string_view grad_accum_mode_name(GradAccumMode m);
 
 struct RuntimeSection {
   Device backend = Device::CPU;  // "cpu" | "cuda"
@@ -80,6 +86,10 @@ struct RuntimeSection {
   Overlap overlap = Overlap::Auto;
   // cuda: the attention kernels (see AttentionKernels): auto = fused where the model allows, flash, gemm.
   AttentionKernels attention = AttentionKernels::Auto;
+  GradAccumMode grad_accum_mode = GradAccumMode::Sharded;
+  // none: every block's activations are kept from the forward to its backward; blocks: only each block's input,
+  // and the block's forward is recomputed in its backward (the same losses bit for bit).
+  bool checkpoint_blocks = false;
   bool overlap_enabled() const {
     return overlap == Overlap::On || (overlap == Overlap::Auto && backend == Device::CUDA);
   }

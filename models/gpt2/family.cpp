@@ -20,9 +20,10 @@ const Gpt2Family kFamily;
 // The CPU: losses are known when the head's forward returns.
 class Gpt2CpuRunner final : public Gpt2UnitRunner<Gpt2Model<float>> {
  public:
-  explicit Gpt2CpuRunner(const Gpt2Config& cfg) : Gpt2UnitRunner(cfg) {}
+  Gpt2CpuRunner(const Gpt2Config& cfg, bool checkpoint_blocks) : Gpt2UnitRunner(cfg, checkpoint_blocks) {}
   void set_batch(std::int64_t B, std::int64_t T, int) override { net_.set_batch(B, T); }
   double take_loss_sum() override { return std::exchange(loss_sum_, 0.0); }
+  std::uint64_t activation_bytes() const override { return net_.activation_bytes(); }
 
  private:
   void head_forward(const HeadWeights& w, const Tensor& targets) override { loss_sum_ += net_.head_forward(w, targets); }
@@ -66,8 +67,8 @@ std::vector<ModelUnit> gpt2_model_units(const Gpt2Config& cfg) {
   return units;
 }
 
-Gpt2::Gpt2(Gpt2Config cfg, Gpt2Params initial)
-    : cfg_(std::move(cfg)), initial_(std::move(initial)), units_(gpt2_model_units(cfg_)) {}
+Gpt2::Gpt2(Gpt2Config cfg, std::optional<std::uint64_t> seed, std::shared_ptr<const LlmcReader> file)
+    : cfg_(std::move(cfg)), seed_(seed), file_(std::move(file)), units_(gpt2_model_units(cfg_)) {}
 
 const ModelFamily& Gpt2::family() const { return kFamily; }
 
@@ -77,12 +78,10 @@ double Gpt2::flops_per_token(std::int64_t T) const {
   return 6.0 * static_cast<double>(cfg_.num_parameters()) + 6.0 * static_cast<double>(cfg_.L * cfg_.C * T);
 }
 
-std::vector<NamedTensor> Gpt2::take_initial_values() {
-  OS_CHECK(initial_.flat().raw() != nullptr, "GPT-2 {}: no initial values (already taken, or a checkpoint's description)",
-           cfg_.describe());
-  std::vector<NamedTensor> out = initial_.named();  // views that keep the buffer alive
-  initial_ = Gpt2Params();
-  return out;
+void Gpt2::initial_rows(const std::string& name, std::int64_t begin, std::int64_t end, float* out) const {
+  if (file_) return file_->read_rows(name, begin, end, out);
+  OS_CHECK(seed_.has_value(), "GPT-2 {}: no initial values (the model describes a checkpoint)", cfg_.describe());
+  gpt2_init_rows(cfg_, *seed_, name, begin, end, out);
 }
 
 std::vector<ModelAttribute> Gpt2::attributes() const {
@@ -104,17 +103,18 @@ void Gpt2::export_weights(const std::string& format, const TensorLookup& weights
   throw UsageError(fmt::format("GPT-2 exports as llmc or safetensors, not '{}'", format));
 }
 
-std::unique_ptr<UnitRunner> Gpt2::cpu_runner() const { return std::make_unique<Gpt2CpuRunner>(cfg_); }
+std::unique_ptr<UnitRunner> Gpt2::cpu_runner(const RunnerOptions& opt) const {
+  return std::make_unique<Gpt2CpuRunner>(cfg_, opt.checkpoint_blocks);
+}
 
 std::unique_ptr<Model> Gpt2Family::create(const ModelSpec& spec) const {
   if (!spec.init_from.empty()) {
-    Gpt2Params p = load_llmc_model(spec.init_from);
-    Gpt2Config c = p.config();
-    return std::make_unique<Gpt2>(std::move(c), std::move(p));
+    auto file = std::make_shared<const LlmcReader>(spec.init_from);
+    return std::make_unique<Gpt2>(file->config(), std::nullopt, file);
   }
   const Gpt2Config c = gpt2_config(spec);
   c.validate();
-  return std::make_unique<Gpt2>(c, gpt2_random_init(c, spec.seed));
+  return std::make_unique<Gpt2>(c, spec.seed);
 }
 
 std::unique_ptr<Model> Gpt2Family::from_attributes(const AttributeSource& attrs) const {
@@ -127,7 +127,7 @@ std::unique_ptr<Model> Gpt2Family::from_attributes(const AttributeSource& attrs)
   c.maxT = attrs.get_int("maxT");
   c.origin = attrs.where();
   c.validate();
-  return std::make_unique<Gpt2>(c, Gpt2Params());
+  return std::make_unique<Gpt2>(c, std::nullopt);
 }
 
 }  // namespace orthoshard

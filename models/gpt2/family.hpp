@@ -4,9 +4,11 @@
 
 #include "models/family.hpp"
 #include "models/gpt2/config.hpp"
+#include "models/gpt2/llmc_file.hpp"
 #include "models/gpt2/params.hpp"
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 namespace orthoshard {
@@ -21,8 +23,9 @@ std::vector<ModelUnit> gpt2_model_units(const Gpt2Config& cfg);
 
 class Gpt2 final : public Model {
  public:
-  // `initial`: the initial values (empty for a model that only describes a checkpoint).
-  Gpt2(Gpt2Config cfg, Gpt2Params initial);
+  // Initial values from the seeded init, or from an llm.c file (`file`, non-null); a model that only describes a
+  // checkpoint has neither (nullopt seed, null file).
+  Gpt2(Gpt2Config cfg, std::optional<std::uint64_t> seed, std::shared_ptr<const LlmcReader> file = nullptr);
 
   const Gpt2Config& config() const { return cfg_; }
   const ModelFamily& family() const override;
@@ -32,17 +35,18 @@ class Gpt2 final : public Model {
   double flops_per_token(std::int64_t T) const override;  // 6N + 6·L·C·T
   void check_sequence_length(std::int64_t T) const override { cfg_.check_sequence_length(T); }
   const std::vector<ModelUnit>& units() const override { return units_; }
-  std::vector<NamedTensor> take_initial_values() override;
+  void initial_rows(const std::string& name, std::int64_t begin, std::int64_t end, float* out) const override;
   std::vector<ModelAttribute> attributes() const override;  // L, C, NH, V, Vp, maxT
   std::vector<std::string> export_formats() const override { return {"llmc", "safetensors"}; }
   // llmc: an llm.c fp32 model file (version 3); safetensors: F32 tensors under the runtime's names, in order.
   void export_weights(const std::string& format, const TensorLookup& weights, const std::string& path,
                       const std::string& source) const override;
-  std::unique_ptr<UnitRunner> cpu_runner() const override;
+  std::unique_ptr<UnitRunner> cpu_runner(const RunnerOptions& opt = {}) const override;
 
  private:
   Gpt2Config cfg_;
-  Gpt2Params initial_;
+  std::optional<std::uint64_t> seed_;
+  std::shared_ptr<const LlmcReader> file_;
   std::vector<ModelUnit> units_;
 };
 
@@ -50,7 +54,7 @@ class Gpt2Family final : public ModelFamily {
  public:
   std::string_view arch() const override { return "gpt2"; }
   std::string_view title() const override { return "GPT-2"; }
-  // From an llm.c model file (spec.init_from), else gpt2_random_init(gpt2_config(spec), spec.seed).
+  // From an llm.c model file (spec.init_from), else the seeded init of gpt2_config(spec) (gpt2_init_rows).
   std::unique_ptr<Model> create(const ModelSpec& spec) const override;
   std::unique_ptr<Model> from_attributes(const AttributeSource& attrs) const override;
 };

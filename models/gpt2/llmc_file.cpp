@@ -59,23 +59,27 @@ Gpt2Config read_llmc_config(const std::string& path) {
   return config_of(read_header(path, in, bytes), path);
 }
 
-Gpt2Params load_llmc_model(const std::string& path) {
-  std::ifstream in;
+namespace {
+// The header's config, after checking that the file holds exactly its parameters; `bf16`: version 5.
+Gpt2Config checked_config(const std::string& path, std::ifstream& in, bool& bf16_file) {
   std::uintmax_t bytes = 0;
   const Header h = read_header(path, in, bytes);
   const Gpt2Config cfg = config_of(h, path);
-  const bool bf = h[1] == 5;
+  bf16_file = h[1] == 5;
   const std::uintmax_t n = static_cast<std::uintmax_t>(cfg.num_parameters());
-  const std::uintmax_t want = sizeof(Header) + n * (bf ? 2 : 4);
+  const std::uintmax_t want = sizeof(Header) + n * (bf16_file ? 2 : 4);
   if (bytes < want)
     throw UsageError(fmt::format("'{}': truncated model file: the header ({}, {}) needs {} bytes, the file has {}",
-                                 path, cfg.describe(), bf ? "bf16" : "fp32", want, bytes));
+                                 path, cfg.describe(), bf16_file ? "bf16" : "fp32", want, bytes));
   if (bytes > want)
     throw UsageError(fmt::format("'{}': {} unexpected bytes after the parameters ({}, {}): not an llm.c model file?",
-                                 path, bytes - want, cfg.describe(), bf ? "bf16" : "fp32"));
-  Gpt2Params p = Gpt2Params::zeros(cfg, DType::F32);
-  float* dst = p.flat().data<float>();
-  if (!bf) {
+                                 path, bytes - want, cfg.describe(), bf16_file ? "bf16" : "fp32"));
+  return cfg;
+}
+
+// n values at the stream's position as f32.
+void read_values(std::ifstream& in, bool bf16_file, float* dst, std::uintmax_t n, const std::string& path) {
+  if (!bf16_file) {
     in.read(reinterpret_cast<char*>(dst), static_cast<std::streamsize>(n * 4));
   } else {
     std::vector<bf16> raw(n);
@@ -83,7 +87,32 @@ Gpt2Params load_llmc_model(const std::string& path) {
     for (std::uintmax_t i = 0; i < n; ++i) dst[i] = bf16_to_float(raw[i]);
   }
   if (!in) throw UsageError("'" + path + "': read error in the parameters");
+}
+}  // namespace
+
+Gpt2Params load_llmc_model(const std::string& path) {
+  std::ifstream in;
+  bool bf = false;
+  const Gpt2Config cfg = checked_config(path, in, bf);
+  Gpt2Params p = Gpt2Params::zeros(cfg, DType::F32);
+  read_values(in, bf, p.flat().data<float>(), static_cast<std::uintmax_t>(cfg.num_parameters()), path);
   return p;
+}
+
+LlmcReader::LlmcReader(std::string path) : path_(std::move(path)) {
+  std::ifstream in;
+  cfg_ = checked_config(path_, in, bf16_);
+}
+
+void LlmcReader::read_rows(const std::string& name, std::int64_t begin, std::int64_t end, float* out) const {
+  const auto [offset, row] = gpt2_param_layout(cfg_, name);
+  OS_CHECK(0 <= begin && begin <= end, "'{}': rows [{}, {}) of {}", path_, begin, end, name);
+  if (begin == end) return;
+  std::ifstream in(path_, std::ios::binary);
+  if (!in) throw UsageError("'" + path_ + "': cannot open model file");
+  const std::uintmax_t first = static_cast<std::uintmax_t>(offset + begin * row);
+  in.seekg(static_cast<std::streamoff>(sizeof(Header) + first * (bf16_ ? 2 : 4)));
+  read_values(in, bf16_, out, static_cast<std::uintmax_t>((end - begin) * row), path_);
 }
 
 void save_llmc_model(const Gpt2Params& params, const std::string& path) {

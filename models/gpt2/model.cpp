@@ -44,7 +44,7 @@ template <typename T> T* ptr(const Tensor& t) { return t.data<T>(); }
 }  // namespace
 
 template <typename T>
-Gpt2Model<T>::Gpt2Model(Gpt2Config cfg) : cfg_(std::move(cfg)) {
+Gpt2Model<T>::Gpt2Model(Gpt2Config cfg, bool checkpoint_blocks) : cfg_(std::move(cfg)), checkpoint_(checkpoint_blocks) {
   cfg_.validate();
 }
 
@@ -53,18 +53,18 @@ template <typename T> void Gpt2Model<T>::set_batch(std::int64_t B, std::int64_t 
   cfg_.check_sequence_length(Tn);
   if (B == B_ && Tn == T_) return;
   const DType dt = dtype_of<T>();
-  const std::int64_t L = cfg_.L, C = cfg_.C, N = B * Tn;
+  const std::int64_t L = cfg_.L, C = cfg_.C, N = B * Tn, A = checkpoint_ ? 1 : L;
   encoded_ = Tensor::empty({L + 1, N, C}, dt);
-  ln1_ = Tensor::empty({L, N, C}, dt);
-  ln2_ = Tensor::empty({L, N, C}, dt);
-  ln1_stats_ = Tensor::empty({L, 2, N}, dt);
-  ln2_stats_ = Tensor::empty({L, 2, N}, dt);
-  qkv_ = Tensor::empty({L, N, 3 * C}, dt);
-  att_ = Tensor::empty({L, B, cfg_.NH, Tn, Tn}, dt);
-  atty_ = Tensor::empty({L, N, C}, dt);
-  resid_mid_ = Tensor::empty({L, N, C}, dt);
-  fch_ = Tensor::empty({L, N, 4 * C}, dt);
-  fch_gelu_ = Tensor::empty({L, N, 4 * C}, dt);
+  ln1_ = Tensor::empty({A, N, C}, dt);
+  ln2_ = Tensor::empty({A, N, C}, dt);
+  ln1_stats_ = Tensor::empty({A, 2, N}, dt);
+  ln2_stats_ = Tensor::empty({A, 2, N}, dt);
+  qkv_ = Tensor::empty({A, N, 3 * C}, dt);
+  att_ = Tensor::empty({A, B, cfg_.NH, Tn, Tn}, dt);
+  atty_ = Tensor::empty({A, N, C}, dt);
+  resid_mid_ = Tensor::empty({A, N, C}, dt);
+  fch_ = Tensor::empty({A, N, 4 * C}, dt);
+  fch_gelu_ = Tensor::empty({A, N, 4 * C}, dt);
   lnf_ = Tensor::empty({N, C}, dt);
   lnf_stats_ = Tensor::empty({2, N}, dt);
   logits_ = Tensor::empty({N, cfg_.Vp}, dt);
@@ -79,6 +79,16 @@ template <typename T> void Gpt2Model<T>::set_batch(std::int64_t B, std::int64_t 
   T_ = Tn;
   have_targets_ = false;
   logits_are_grad_ = false;
+}
+
+template <typename T> std::uint64_t Gpt2Model<T>::activation_bytes() const {
+  if (B_ == 0) return 0;
+  std::uint64_t n = 0;
+  for (const Tensor* t : {&encoded_, &ln1_, &ln2_, &ln1_stats_, &ln2_stats_, &qkv_, &att_, &atty_, &resid_mid_, &fch_,
+                          &fch_gelu_, &lnf_, &lnf_stats_, &logits_, &lse_, &losses_, &inputs_, &targets_, &dresid_,
+                          &dsmall_, &dbig_})
+    n += t->nbytes();
+  return n;
 }
 
 void check_gpt2_tokens(const Tensor& tokens, std::int64_t V, const char* what) {
@@ -109,17 +119,21 @@ template <typename T> void Gpt2Model<T>::block_forward(int l, const BlockWeights
   OS_CHECK(B_ > 0, "GPT-2 block {} forward before the embedding forward", l);
   OS_CHECK(l >= 0 && l < cfg_.L, "GPT-2 block {} out of range (L = {})", l, cfg_.L);
   check_unit(w, cfg_, dtype_of<T>(), "block " + std::to_string(l) + " forward");
-  const std::int64_t C = cfg_.C, N = B_ * T_;
+  block_compute(l, w);
+}
+
+template <typename T> void Gpt2Model<T>::block_compute(int l, const BlockWeights& w) {
+  const std::int64_t C = cfg_.C, N = B_ * T_, a = slot(l);
   T* x = layer_ptr<T>(encoded_, l);
-  T* ln1 = layer_ptr<T>(ln1_, l);
-  T* ln1s = layer_ptr<T>(ln1_stats_, l);
-  T* ln2 = layer_ptr<T>(ln2_, l);
-  T* ln2s = layer_ptr<T>(ln2_stats_, l);
-  T* qkv = layer_ptr<T>(qkv_, l);
-  T* atty = layer_ptr<T>(atty_, l);
-  T* mid = layer_ptr<T>(resid_mid_, l);
-  T* fch = layer_ptr<T>(fch_, l);
-  T* gelu = layer_ptr<T>(fch_gelu_, l);
+  T* ln1 = layer_ptr<T>(ln1_, a);
+  T* ln1s = layer_ptr<T>(ln1_stats_, a);
+  T* ln2 = layer_ptr<T>(ln2_, a);
+  T* ln2s = layer_ptr<T>(ln2_stats_, a);
+  T* qkv = layer_ptr<T>(qkv_, a);
+  T* atty = layer_ptr<T>(atty_, a);
+  T* mid = layer_ptr<T>(resid_mid_, a);
+  T* fch = layer_ptr<T>(fch_, a);
+  T* gelu = layer_ptr<T>(fch_gelu_, a);
   T* out = layer_ptr<T>(encoded_, l + 1);
   auto& pr = profile_;
   {
@@ -132,7 +146,7 @@ template <typename T> void Gpt2Model<T>::block_forward(int l, const BlockWeights
   }
   {
     ScopedTimer t(pr.enabled, pr.attention_s);
-    ops::attention_forward(atty, layer_ptr<T>(att_, l), qkv, B_, T_, C, cfg_.NH);
+    ops::attention_forward(atty, layer_ptr<T>(att_, a), qkv, B_, T_, C, cfg_.NH);
   }
   {
     ScopedTimer t(pr.enabled, pr.matmul_s);
@@ -223,46 +237,47 @@ void Gpt2Model<T>::block_backward(int l, const BlockWeights& w, const BlockWeigh
   OS_CHECK(l >= 0 && l < cfg_.L, "GPT-2 block {} out of range (L = {})", l, cfg_.L);
   check_unit(w, cfg_, dtype_of<T>(), "block " + std::to_string(l) + " backward (weights)");
   check_unit(g, cfg_, dtype_of<T>(), "block " + std::to_string(l) + " backward (gradients)");
-  const std::int64_t C = cfg_.C, N = B_ * T_;
+  if (checkpoint_) block_compute(l, w);  // the block's activations again, from its input (the same bits)
+  const std::int64_t C = cfg_.C, N = B_ * T_, a = slot(l);
   T* dres = ptr<T>(dresid_);
   T* dsmall = ptr<T>(dsmall_);
   T* dbig = ptr<T>(dbig_);
-  const T* ln1s = layer_ptr<T>(ln1_stats_, l);
-  const T* ln2s = layer_ptr<T>(ln2_stats_, l);
+  const T* ln1s = layer_ptr<T>(ln1_stats_, a);
+  const T* ln2s = layer_ptr<T>(ln2_stats_, a);
   auto& pr = profile_;
   // MLP half: x_out = mid + gelu(ln2(mid)·fcᵀ)·projᵀ.
   {
     ScopedTimer t(pr.enabled, pr.matmul_s);
-    ops::linear_backward(dbig, ptr<T>(g.mlp_proj_w), ptr<T>(g.mlp_proj_b), dres, layer_ptr<T>(fch_gelu_, l),
+    ops::linear_backward(dbig, ptr<T>(g.mlp_proj_w), ptr<T>(g.mlp_proj_b), dres, layer_ptr<T>(fch_gelu_, a),
                          ptr<T>(w.mlp_proj_w), N, 4 * C, C);
   }
   {
     ScopedTimer t(pr.enabled, pr.gelu_s);
-    ops::gelu_backward(dbig, layer_ptr<T>(fch_, l), dbig, N * 4 * C);
+    ops::gelu_backward(dbig, layer_ptr<T>(fch_, a), dbig, N * 4 * C);
   }
   {
     ScopedTimer t(pr.enabled, pr.matmul_s);
-    ops::linear_backward(dsmall, ptr<T>(g.fc_w), ptr<T>(g.fc_b), dbig, layer_ptr<T>(ln2_, l), ptr<T>(w.fc_w), N, C,
+    ops::linear_backward(dsmall, ptr<T>(g.fc_w), ptr<T>(g.fc_b), dbig, layer_ptr<T>(ln2_, a), ptr<T>(w.fc_w), N, C,
                          4 * C);
   }
   {
     ScopedTimer t(pr.enabled, pr.layernorm_s);
-    ops::layernorm_backward(dres, ptr<T>(g.ln2_w), ptr<T>(g.ln2_b), dsmall, layer_ptr<T>(resid_mid_, l),
+    ops::layernorm_backward(dres, ptr<T>(g.ln2_w), ptr<T>(g.ln2_b), dsmall, layer_ptr<T>(resid_mid_, a),
                             ptr<T>(w.ln2_w), ln2s, ln2s + N, N, C);
   }
   // Attention half: mid = x + attn(ln1(x))·projᵀ.
   {
     ScopedTimer t(pr.enabled, pr.matmul_s);
-    ops::linear_backward(dsmall, ptr<T>(g.attn_proj_w), ptr<T>(g.attn_proj_b), dres, layer_ptr<T>(atty_, l),
+    ops::linear_backward(dsmall, ptr<T>(g.attn_proj_w), ptr<T>(g.attn_proj_b), dres, layer_ptr<T>(atty_, a),
                          ptr<T>(w.attn_proj_w), N, C, C);
   }
   {
     ScopedTimer t(pr.enabled, pr.attention_s);
-    ops::attention_backward(dbig, dsmall, layer_ptr<T>(qkv_, l), layer_ptr<T>(att_, l), B_, T_, C, cfg_.NH);
+    ops::attention_backward(dbig, dsmall, layer_ptr<T>(qkv_, a), layer_ptr<T>(att_, a), B_, T_, C, cfg_.NH);
   }
   {
     ScopedTimer t(pr.enabled, pr.matmul_s);
-    ops::linear_backward(dsmall, ptr<T>(g.qkv_w), ptr<T>(g.qkv_b), dbig, layer_ptr<T>(ln1_, l), ptr<T>(w.qkv_w), N,
+    ops::linear_backward(dsmall, ptr<T>(g.qkv_w), ptr<T>(g.qkv_b), dbig, layer_ptr<T>(ln1_, a), ptr<T>(w.qkv_w), N,
                          C, 3 * C);
   }
   ScopedTimer t(pr.enabled, pr.layernorm_s);

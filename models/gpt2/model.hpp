@@ -32,7 +32,10 @@ void check_gpt2_tokens(const Tensor& tokens, std::int64_t V, const char* what);
 template <typename T>
 class Gpt2Model {
  public:
-  explicit Gpt2Model(Gpt2Config cfg);
+  // checkpoint_blocks: keep only each block's input (the residual stream) from the forward and recompute the
+  // block's forward in its backward (activation checkpointing): one block's activations instead of L, the same
+  // results bit for bit.
+  explicit Gpt2Model(Gpt2Config cfg, bool checkpoint_blocks = false);
 
   const Gpt2Config& config() const { return cfg_; }
   // Sizes the activation buffers for batches of B sequences of T tokens; reallocates only when (B, T)
@@ -40,6 +43,7 @@ class Gpt2Model {
   void set_batch(std::int64_t B, std::int64_t Tn);
   std::int64_t batch() const { return B_; }
   std::int64_t seq_len() const { return T_; }
+  std::uint64_t activation_bytes() const;  // the activation and scratch buffers of the current (B, T)
 
   // ---- one unit at a time, forward in this order, backward in reverse ----
   // inputs: i32 (B, T) tokens in [0, V); sets the batch shape.
@@ -65,17 +69,22 @@ class Gpt2Model {
 
  private:
 
+  void block_compute(int layer, const BlockWeights& w);  // the block's forward into its activation slot
+  std::int64_t slot(int layer) const { return checkpoint_ ? 0 : layer; }
+
   Gpt2Config cfg_;
+  bool checkpoint_ = false;
   std::int64_t B_ = 0, T_ = 0;
-  // Activations, sized once per (B, T); N = B·T rows.
+  // Activations, sized once per (B, T); N = B·T rows; A = L layers, or 1 with checkpoint_blocks (the block being
+  // computed or recomputed).
   Tensor encoded_;         // (L+1, N, C): residual stream entering block l; [L] enters the head
-  Tensor ln1_, ln2_;       // (L, N, C)
-  Tensor ln1_stats_, ln2_stats_;  // (L, 2, N): mean, rstd
-  Tensor qkv_;             // (L, N, 3C)
-  Tensor att_;             // (L, B, NH, T, T) softmax probabilities
-  Tensor atty_;            // (L, N, C) attention output before the projection
-  Tensor resid_mid_;       // (L, N, C) residual stream after the attention half of the block
-  Tensor fch_, fch_gelu_;  // (L, N, 4C)
+  Tensor ln1_, ln2_;       // (A, N, C)
+  Tensor ln1_stats_, ln2_stats_;  // (A, 2, N): mean, rstd
+  Tensor qkv_;             // (A, N, 3C)
+  Tensor att_;             // (A, B, NH, T, T) softmax probabilities
+  Tensor atty_;            // (A, N, C) attention output before the projection
+  Tensor resid_mid_;       // (A, N, C) residual stream after the attention half of the block
+  Tensor fch_, fch_gelu_;  // (A, N, 4C)
   Tensor lnf_;             // (N, C)
   Tensor lnf_stats_;       // (2, N)
   Tensor logits_;          // (N, Vp); the gradient after head_backward

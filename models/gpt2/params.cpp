@@ -59,6 +59,25 @@ std::vector<NamedShape> gpt2_parameter_specs(const Gpt2Config& c) {
   return out;
 }
 
+std::pair<std::int64_t, std::int64_t> gpt2_param_layout(const Gpt2Config& c, const std::string& name) {
+  const auto stacked = llmc_tensor_shapes(c);
+  std::vector<std::int64_t> offset(stacked.size() + 1, 0);
+  for (std::size_t i = 0; i < stacked.size(); ++i) offset[i + 1] = offset[i] + shape_numel(stacked[i].second);
+  auto per_row = [](const Shape& s) { return s.empty() || s[0] == 0 ? 0 : shape_numel(s) / s[0]; };
+  if (name == "wte") return {offset[0], per_row(stacked[0].second)};
+  if (name == "wpe") return {offset[1], per_row(stacked[1].second)};
+  if (name == "lnf.weight") return {offset[14], 1};
+  if (name == "lnf.bias") return {offset[15], 1};
+  for (int l = 0; l < c.L; ++l)
+    for (std::size_t i = 0; i < kLayerTensors.size(); ++i)
+      if (name == layer_name(l, kLayerTensors[i].suffix)) {
+        const Shape& s = stacked[2 + i].second;  // (L, ...)
+        const Shape layer(s.begin() + 1, s.end());
+        return {offset[2 + i] + l * shape_numel(layer), layer.size() == 1 ? 1 : per_row(layer)};
+      }
+  fail("GPT-2 has no parameter named '{}' (names look like h.0.attn.qkv.weight)", name);
+}
+
 std::string Gpt2Unit::name() const {
   switch (kind) {
     case UnitKind::Embedding: return "embedding";

@@ -25,6 +25,9 @@ std::vector<NamedShape> llmc_tensor_shapes(const Gpt2Config& cfg);
 // names and shapes as bench/optim_bench's gpt2_parameter_shapes.
 std::vector<NamedShape> gpt2_parameter_specs(const Gpt2Config& cfg);
 
+// Where a named parameter lies in the flat llm.c buffer: its first element and the elements per row (dim 0).
+std::pair<std::int64_t, std::int64_t> gpt2_param_layout(const Gpt2Config& cfg, const std::string& name);
+
 // One unit's tensors (parameters, or their gradients: the same structs serve both).
 struct EmbeddingWeights {
   Tensor wte;  // (Vp, C)

@@ -38,7 +38,19 @@ __global__ void scale_kernel(T* x, std::int64_t n, float f) {
     x[i] = from_f<T>(to_f(x[i]) * f);
 }
 
+template <typename S>
+__global__ void add_kernel(float* acc, const S* src, std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x)
+    acc[i] += to_f(src[i]);
+}
+
 }  // namespace
+
+template <typename S> void add_inplace(float* acc, const S* src, std::int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  add_kernel<<<blocks_for(n), kThreads, 0, stream>>>(acc, src, n);
+  OS_CUDA_CHECK_LAUNCH();
+}
 
 template <typename T>
 void sum_squares(double* out, const T* x, std::int64_t n, double* scratch, bool accumulate, cudaStream_t stream) {
@@ -59,6 +71,8 @@ template <typename T> void scale_inplace(T* x, std::int64_t n, double f, cudaStr
 
 template void sum_squares<float>(double*, const float*, std::int64_t, double*, bool, cudaStream_t);
 template void sum_squares<__nv_bfloat16>(double*, const __nv_bfloat16*, std::int64_t, double*, bool, cudaStream_t);
+template void add_inplace<float>(float*, const float*, std::int64_t, cudaStream_t);
+template void add_inplace<__nv_bfloat16>(float*, const __nv_bfloat16*, std::int64_t, cudaStream_t);
 template void scale_inplace<float>(float*, std::int64_t, double, cudaStream_t);
 template void scale_inplace<__nv_bfloat16>(__nv_bfloat16*, std::int64_t, double, cudaStream_t);
 

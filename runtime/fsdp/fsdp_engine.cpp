@@ -15,8 +15,8 @@ struct FsdpEngine::Unit {
   Tensor send;          // param_dtype copy of master (bf16 only)
   Tensor gathered_raw;  // param_dtype (N*S), between start_gather and finish_gather
   Tensor full;          // f32 (full_numel), while gathered
-  Tensor full_grad;     // f32 (full_numel)
-  Tensor rs_send, rs_recv;  // reduce_dtype (N*S), (S) for bf16
+  Tensor full_grad;     // f32 (full_numel), while open
+  Tensor rs_send, rs_recv;  // reduce_dtype (N*S); (S) when not reducing straight into the shard; while reducing
   Request gather_req, reduce_req;
 };
 
@@ -47,7 +47,8 @@ std::byte* at(const Tensor& t, std::int64_t elem) {
 }  // namespace
 
 FsdpEngine::FsdpEngine(std::vector<FsdpUnitSpec> units, Communicator& shard, Communicator* replica, FsdpOptions opt)
-    : ShardedEngine(std::move(units), shard.size(), shard.rank(), opt.param_dtype, sizeof(float), opt.overlap),
+    : ShardedEngine(std::move(units), shard.size(), shard.rank(), opt.param_dtype, opt.reduce_dtype, sizeof(float),
+                    opt.overlap),
       shard_(shard),
       replica_(replica),
       opt_(opt) {
@@ -59,7 +60,6 @@ FsdpEngine::FsdpEngine(std::vector<FsdpUnitSpec> units, Communicator& shard, Com
     auto u = std::make_unique<Unit>();
     u->master = Tensor::zeros({l.shard_numel}, DType::F32);
     u->grad = Tensor::zeros({l.shard_numel}, DType::F32);
-    u->full_grad = Tensor::zeros({l.full_numel}, DType::F32);
     if (opt_.param_dtype != DType::F32) u->send = Tensor::zeros({l.shard_numel}, opt_.param_dtype);
     units_.push_back(std::move(u));
   }
@@ -139,25 +139,22 @@ Tensor FsdpEngine::full(const std::string& param) const {
 
 // ---------------- gradients ----------------
 
-void FsdpEngine::zero_unit_grads(std::size_t u) { units_[u]->full_grad.fill_zero(); }
+void FsdpEngine::alloc_grads(std::size_t u) { units_[u]->full_grad = Tensor::zeros({layout(u).full_numel}, DType::F32); }
+void FsdpEngine::free_grads(std::size_t u) { units_[u]->full_grad = Tensor(); }
 
-Tensor FsdpEngine::full_grad(const std::string& param) const {
+Tensor FsdpEngine::grad_view(const std::string& param) const {
   return view(units_[unit_of(param)]->full_grad, param, true);
 }
 
-void FsdpEngine::start_reduce(std::size_t ui) {
+void FsdpEngine::start_reduce(std::size_t ui, bool add) {
   Unit& u = *units_[ui];
   const UnitLayout& l = layout(ui);
-  const int n = nranks();
   const DType rd = opt_.reduce_dtype;
-  if (!u.rs_send.defined() || u.rs_send.numel() != l.shard_numel * n) {
-    u.rs_send = Tensor::zeros({l.shard_numel * n}, rd);  // padding stays zero
-    if (rd != DType::F32) u.rs_recv = Tensor::zeros({l.shard_numel}, rd);
-    comm_peak_ = std::max<std::uint64_t>(comm_peak_, u.rs_send.nbytes() + u.rs_recv.nbytes());
-  }
+  u.rs_send = Tensor::zeros({l.shard_numel * nranks()}, rd);  // padding stays zero
+  if (add || rd != DType::F32) u.rs_recv = Tensor::empty({l.shard_numel}, rd);
   for (const UnitLayout::Span& sp : l.spans)
     convert(at(u.full_grad, sp.full), DType::F32, at(u.rs_send, sp.gathered), rd, sp.count);
-  void* dst = rd == DType::F32 ? u.grad.raw() : u.rs_recv.raw();
+  void* dst = u.rs_recv.defined() ? u.rs_recv.raw() : u.grad.raw();
   const auto count = static_cast<std::size_t>(l.shard_numel);
   if (opt_.overlap) {
     u.reduce_req = shard_.reduce_scatter_async(u.rs_send.raw(), dst, count, rd, ReduceOp::Mean);
@@ -168,12 +165,25 @@ void FsdpEngine::start_reduce(std::size_t ui) {
   }
 }
 
-void FsdpEngine::finish_reduce(std::size_t ui) {
+void FsdpEngine::finish_reduce(std::size_t ui, bool add, bool replica) {
   Unit& u = *units_[ui];
   const std::int64_t S = layout(ui).shard_numel;
   u.reduce_req.wait();
-  if (opt_.reduce_dtype != DType::F32) convert(u.rs_recv.raw(), opt_.reduce_dtype, u.grad.raw(), DType::F32, S);
-  if (replica_ && replica_->size() > 1)
+  if (add) {  // a later micro-batch: its mean joins the earlier ones' in fp32
+    float* g = u.grad.data<float>();
+    if (opt_.reduce_dtype == DType::F32) {
+      const float* r = u.rs_recv.data<float>();
+      for (std::int64_t i = 0; i < S; ++i) g[i] += r[i];
+    } else {
+      const bf16* r = u.rs_recv.data<bf16>();
+      for (std::int64_t i = 0; i < S; ++i) g[i] += bf16_to_float(r[i]);
+    }
+  } else if (opt_.reduce_dtype != DType::F32) {
+    convert(u.rs_recv.raw(), opt_.reduce_dtype, u.grad.raw(), DType::F32, S);
+  }
+  u.rs_send = Tensor();
+  u.rs_recv = Tensor();
+  if (replica && replica_ && replica_->size() > 1)
     replica_->all_reduce(u.grad.raw(), u.grad.raw(), static_cast<std::size_t>(S), DType::F32, ReduceOp::Mean);
 }
 
@@ -195,14 +205,11 @@ double FsdpEngine::clip_grad_norm(double max_norm) {
 }
 
 FsdpMemory FsdpEngine::memory() const {
-  FsdpMemory m;
+  FsdpMemory m = peaks();
   for (const auto& u : units_) {
     m.param_shards += u->master.nbytes() + (u->send.defined() ? u->send.nbytes() : 0);
     m.grad_shards += u->grad.nbytes();
-    m.grad_accumulation += u->full_grad.nbytes();
   }
-  m.gather_peak = gather_peak();
-  m.comm_buffers = comm_peak_;
   return m;
 }
 

@@ -32,7 +32,6 @@ class FsdpEngine final : public ShardedEngine {
   void shard_to_host(const std::string& param, Tensor& dst) const override;
   void shard_from_host(const std::string& param, const Tensor& src) override;
   Tensor full(const std::string& param) const override;  // f32
-  Tensor full_grad(const std::string& param) const override;  // f32
   double clip_grad_norm(double max_norm) override;
   FsdpMemory memory() const override;
 
@@ -41,16 +40,17 @@ class FsdpEngine final : public ShardedEngine {
   void start_gather(std::size_t u) override;
   void finish_gather(std::size_t u) override;
   void drop_full(std::size_t u) override;
-  void zero_unit_grads(std::size_t u) override;
-  void start_reduce(std::size_t u) override;
-  void finish_reduce(std::size_t u) override;
+  void alloc_grads(std::size_t u) override;
+  void free_grads(std::size_t u) override;
+  Tensor grad_view(const std::string& param) const override;  // f32
+  void start_reduce(std::size_t u, bool add) override;
+  void finish_reduce(std::size_t u, bool add, bool replica) override;
   Tensor view(const Tensor& buffer, const std::string& param, bool full_layout) const;
 
   Communicator& shard_;
   Communicator* replica_;
   FsdpOptions opt_;
   std::vector<std::unique_ptr<Unit>> units_;
-  std::uint64_t comm_peak_ = 0;
 };
 
 }  // namespace orthoshard

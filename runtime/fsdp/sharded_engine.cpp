@@ -36,8 +36,13 @@ UnitLayout::UnitLayout(FsdpUnitSpec s, int nranks) : spec(std::move(s)) {
 }
 
 ShardedEngine::ShardedEngine(std::vector<FsdpUnitSpec> units, int nranks, int rank, DType param_dtype,
-                             std::size_t full_elem_bytes, bool prefetch)
-    : nranks_(nranks), rank_(rank), param_dtype_(param_dtype), full_elem_bytes_(full_elem_bytes), prefetch_(prefetch) {
+                             DType reduce_dtype, std::size_t full_elem_bytes, bool prefetch)
+    : nranks_(nranks),
+      rank_(rank),
+      param_dtype_(param_dtype),
+      reduce_dtype_(reduce_dtype),
+      full_elem_bytes_(full_elem_bytes),
+      prefetch_(prefetch) {
   for (auto& spec : units) {
     for (std::size_t p = 0; p < spec.params.size(); ++p) {
       OS_CHECK(index_.count(spec.params[p].name) == 0, "fsdp: parameter {} appears twice", spec.params[p].name);
@@ -100,10 +105,9 @@ void ShardedEngine::begin_gather(std::size_t u) {
   if (state_[u].gathered || state_[u].gathering) return;
   start_gather(u);
   state_[u].gathering = true;
-  gathered_bytes_ += static_cast<std::uint64_t>(layouts_[u].shard_numel) * static_cast<std::uint64_t>(nranks_) *
-                         dtype_size(param_dtype_) +
-                     static_cast<std::uint64_t>(layouts_[u].full_numel) * full_elem_bytes_;
-  gather_peak_ = std::max(gather_peak_, gathered_bytes_);
+  account(layouts_[u].shard_numel * nranks_ * static_cast<std::int64_t>(dtype_size(param_dtype_)) +
+              layouts_[u].full_numel * static_cast<std::int64_t>(full_elem_bytes_),
+          0, 0);
 }
 
 void ShardedEngine::gather(std::size_t u) {
@@ -114,8 +118,7 @@ void ShardedEngine::gather(std::size_t u) {
   finish_gather(u);
   st.gathering = false;
   st.gathered = true;
-  gathered_bytes_ -= static_cast<std::uint64_t>(layouts_[u].shard_numel) * static_cast<std::uint64_t>(nranks_) *
-                     dtype_size(param_dtype_);
+  account(-layouts_[u].shard_numel * nranks_ * static_cast<std::int64_t>(dtype_size(param_dtype_)), 0, 0);
 }
 
 void ShardedEngine::release(std::size_t u) {
@@ -124,7 +127,28 @@ void ShardedEngine::release(std::size_t u) {
   if (!state_[u].gathered) return;
   drop_full(u);
   state_[u].gathered = false;
-  gathered_bytes_ -= static_cast<std::uint64_t>(layouts_[u].full_numel) * full_elem_bytes_;
+  account(-layouts_[u].full_numel * static_cast<std::int64_t>(full_elem_bytes_), 0, 0);
+}
+
+void ShardedEngine::account(std::int64_t gathered, std::int64_t grads, std::int64_t comm) {
+  gathered_bytes_ += gathered;
+  grad_bytes_ += grads;
+  comm_bytes_ += comm;
+  gather_peak_ = std::max(gather_peak_, static_cast<std::uint64_t>(gathered_bytes_));
+  grad_peak_ = std::max(grad_peak_, static_cast<std::uint64_t>(grad_bytes_));
+  comm_peak_ = std::max(comm_peak_, static_cast<std::uint64_t>(comm_bytes_));
+  transient_peak_ = std::max(transient_peak_, static_cast<std::uint64_t>(gathered_bytes_ + grad_bytes_ + comm_bytes_));
+}
+
+void ShardedEngine::add_grad_bytes(std::int64_t bytes) { account(0, bytes, 0); }
+
+FsdpMemory ShardedEngine::peaks() const {
+  FsdpMemory m;
+  m.grad_accumulation = grad_peak_;
+  m.gather_peak = gather_peak_;
+  m.comm_buffers = comm_peak_;
+  m.transient_peak = transient_peak_;
+  return m;
 }
 
 // ---------------- gradients ----------------
@@ -132,27 +156,66 @@ void ShardedEngine::release(std::size_t u) {
 void ShardedEngine::zero_grads() {
   for (std::size_t u = 0; u < layouts_.size(); ++u) {
     OS_CHECK(!state_[u].reducing, "fsdp: zero_grads while unit {} is still reducing", layouts_[u].spec.name);
-    zero_unit_grads(u);
+    if (state_[u].grads_open) close_grads(u);
+    state_[u].fresh = true;
   }
+}
+
+void ShardedEngine::open_grads(std::size_t u) {
+  OS_CHECK(u < layouts_.size(), "fsdp: unit {} of {}", u, layouts_.size());
+  if (state_[u].grads_open) return;
+  alloc_grads(u);
+  state_[u].grads_open = true;
+  account(0, layouts_[u].full_numel * static_cast<std::int64_t>(full_elem_bytes_), 0);
+}
+
+void ShardedEngine::close_grads(std::size_t u) {
+  free_grads(u);
+  state_[u].grads_open = false;
+  account(0, -layouts_[u].full_numel * static_cast<std::int64_t>(full_elem_bytes_), 0);
+}
+
+Tensor ShardedEngine::full_grad(const std::string& param) {
+  open_grads(locate(param).first);
+  return grad_view(param);
 }
 
 void ShardedEngine::accumulate_grads(std::size_t) {}
 
-void ShardedEngine::reduce_grads(std::size_t u) {
+// The reduction's buffers: the send side (N blocks of S in reduce_dtype), and a receive block when it does not
+// go straight into the fp32 shard.
+std::int64_t ShardedEngine::reduce_bytes(std::size_t u, bool add) const {
+  const auto re = static_cast<std::int64_t>(dtype_size(reduce_dtype_));
+  const std::int64_t S = layouts_[u].shard_numel;
+  return S * nranks_ * re + (add || reduce_dtype_ != DType::F32 ? S * re : 0);
+}
+
+void ShardedEngine::reduce_grads(std::size_t u, bool last) {
   OS_CHECK(u < layouts_.size(), "fsdp: unit {} of {}", u, layouts_.size());
-  OS_CHECK(!state_[u].reducing, "fsdp: unit {} reduced twice in one step", layouts_[u].spec.name);
-  start_reduce(u);
-  state_[u].reducing = true;  // finish_reductions converts and adds the replica mean
+  UnitState& st = state_[u];
+  if (st.reducing) finish_reduction(u);  // the previous micro-batch's must land first (it adds into the shards)
+  open_grads(u);  // a unit whose backward wrote nothing reduces zeros
+  st.add = !st.fresh;
+  st.last = last;
+  account(0, 0, reduce_bytes(u, st.add));
+  start_reduce(u, st.add);
+  close_grads(u);  // packed: the full buffer goes (on a device, in stream order behind the packing)
+  st.fresh = false;
+  st.reducing = true;  // finish_reductions converts or adds, and adds the replica mean after the last
+}
+
+void ShardedEngine::finish_reduction(std::size_t u) {
+  UnitState& st = state_[u];
+  if (!st.reducing) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  finish_reduce(u, st.add, st.last);
+  comm_wait_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  st.reducing = false;
+  account(0, 0, -reduce_bytes(u, st.add));
 }
 
 void ShardedEngine::finish_reductions() {
-  const auto t0 = std::chrono::steady_clock::now();
-  for (std::size_t u = 0; u < layouts_.size(); ++u) {
-    if (!state_[u].reducing) continue;
-    finish_reduce(u);
-    state_[u].reducing = false;
-  }
-  comm_wait_ms_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  for (std::size_t u = 0; u < layouts_.size(); ++u) finish_reduction(u);
 }
 
 }  // namespace orthoshard

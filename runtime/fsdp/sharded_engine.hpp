@@ -5,6 +5,12 @@
 // always; param_dtype / reduce_dtype choose what travels (f32 or bf16). Hybrid sharding adds an all-reduce over
 // the replica group.
 //
+// Memory: the shards (master parameters, fp32 gradients) are 1/N of the model; everything full-size is transient
+// and exists only for the units in flight: gathered parameters (gather .. release), full gradients (open_grads ..
+// reduce_grads; the tied units a backward writes into stay open until their own backward), and the reduction's
+// buffers (reduce_grads .. finish_reductions). A unit may be reduced after every micro-batch (its gradient is
+// added into the shards, fp32) or once per step; the step's first reduction of a unit overwrites its shards.
+//
 // This class holds what both engines share: the packed layout of every unit, the parameter index, and the
 // gather/release/reduce state machine with its memory and wait accounting. FsdpEngine (host memory,
 // fsdp_engine.hpp) and DeviceFsdpEngine (GPU memory, cuda/device_fsdp_engine.hpp) supply the buffers and the
@@ -36,13 +42,14 @@ struct FsdpUnitSpec {
   std::vector<FsdpParam> params;
 };
 
-// Bytes per rank, for the memory report.
+// Bytes per rank, for the memory report. The shards shrink with N; the peaks are what is in flight.
 struct FsdpMemory {
   std::uint64_t param_shards = 0;       // fp32 master shards (+ the param_dtype copy sent by all_gather)
   std::uint64_t grad_shards = 0;        // fp32 gradient shards
-  std::uint64_t grad_accumulation = 0;  // full-size gradient buffers of the units (accumulate micro-batches)
+  std::uint64_t grad_accumulation = 0;  // most bytes of full-size gradient buffers alive at once (open units)
   std::uint64_t gather_peak = 0;        // most bytes of gathered (full) parameters alive at once
-  std::uint64_t comm_buffers = 0;       // packing and receive buffers of the collectives (peak)
+  std::uint64_t comm_buffers = 0;       // most bytes of reduction buffers (packing, receiving) alive at once
+  std::uint64_t transient_peak = 0;     // most bytes of all three alive at once
 };
 
 // The packed layout of one unit over N ranks.
@@ -96,13 +103,22 @@ class ShardedEngine {
   virtual Tensor full(const std::string& param) const = 0;
 
   // ---- gradients ----
-  void zero_grads();                                          // before a step's first micro-batch
-  virtual Tensor full_grad(const std::string& param) const = 0;  // the full gradient buffer backward adds into
-  // After a micro-batch's backward of unit u that is not the step's last (device bf16: moves the gradient into an
-  // fp32 sum; a no-op where backward accumulates in fp32 directly).
+  // Before a step's first micro-batch: drops any open gradient buffer; the step's first reduction of each unit
+  // will overwrite its shards.
+  void zero_grads();
+  // A zeroed full-size gradient buffer for unit u, which backward adds into (no-op while it is open).
+  void open_grads(std::size_t u);
+  bool grads_open(std::size_t u) const { return state_.at(u).grads_open; }
+  // The full gradient buffer of the parameter's unit (opened if it is not).
+  Tensor full_grad(const std::string& param);
+  // After a micro-batch's backward of unit u when its gradient is kept for the next micro-batch (reductions once
+  // per step; device bf16: moves the gradient into an fp32 sum; a no-op where backward accumulates in fp32).
   virtual void accumulate_grads(std::size_t u);
-  void reduce_grads(std::size_t u);  // start the reduce_scatter (mean) of unit u's gradient into its shards
-  void finish_reductions();          // complete every started reduction (and the replica all-reduce)
+  // Starts the reduce_scatter (mean) of unit u's gradient (and the sum of earlier micro-batches kept by
+  // accumulate_grads) into its shards, adding to what earlier reductions of this step left there; the full
+  // buffer is released. `last`: the step's last reduction of u (the replica mean follows it, hybrid sharding).
+  void reduce_grads(std::size_t u, bool last = true);
+  void finish_reductions();  // complete every started reduction (and, after a unit's last, the replica mean)
   // Global L2 norm of the gradient (from the shards); scales the shards so the norm is at most max_norm when
   // max_norm > 0. Returns the norm before clipping (NaN/Inf when a gradient is not finite).
   virtual double clip_grad_norm(double max_norm) = 0;
@@ -114,17 +130,23 @@ class ShardedEngine {
   double comm_wait_ms() const { return comm_wait_ms_; }
 
  protected:
-  // param_dtype: what all-gathers move; full_elem_bytes: bytes per element of a gathered full unit.
-  ShardedEngine(std::vector<FsdpUnitSpec> units, int nranks, int rank, DType param_dtype,
+  // param_dtype: what all-gathers move; reduce_dtype: what reductions move; full_elem_bytes: bytes per element
+  // of a gathered full unit and of its full gradient.
+  ShardedEngine(std::vector<FsdpUnitSpec> units, int nranks, int rank, DType param_dtype, DType reduce_dtype,
                 std::size_t full_elem_bytes, bool prefetch);
 
   // What each engine does at the state machine's steps.
   virtual void start_gather(std::size_t u) = 0;   // start (or, blocking, do) the all_gather into a gather buffer
   virtual void finish_gather(std::size_t u) = 0;  // wait for it (adding the wait to comm_wait_ms_), unpack
   virtual void drop_full(std::size_t u) = 0;      // free the full parameters
-  virtual void zero_unit_grads(std::size_t u) = 0;
-  virtual void start_reduce(std::size_t u) = 0;   // pack and start (or, blocking, do) the reduce_scatter
-  virtual void finish_reduce(std::size_t u) = 0;  // wait, convert into the fp32 shard, replica mean
+  virtual void alloc_grads(std::size_t u) = 0;    // a zeroed full gradient buffer
+  virtual void free_grads(std::size_t u) = 0;     // free it (and an accumulation sum)
+  virtual Tensor grad_view(const std::string& param) const = 0;  // the parameter in its unit's open buffer
+  // Pack the gradient and start (or, blocking, do) the reduce_scatter; add: into a receive buffer whose values
+  // finish_reduce adds to the shard (else straight into the shard, when reducing f32).
+  virtual void start_reduce(std::size_t u, bool add) = 0;
+  // Wait, convert or add into the fp32 shard, free the buffers; replica: then the mean over the replicas.
+  virtual void finish_reduce(std::size_t u, bool add, bool replica) = 0;
 
   const UnitLayout& layout(std::size_t u) const { return layouts_[u]; }
   bool reducing(std::size_t u) const { return state_[u].reducing; }
@@ -139,22 +161,34 @@ class ShardedEngine {
   };
   Slot slot(const std::string& param) const;
   std::pair<std::size_t, std::size_t> locate(const std::string& param) const;  // (unit, position)
-  std::uint64_t gather_peak() const { return gather_peak_; }
+  // The peaks for FsdpMemory; derived engines add the shards. Extra bytes (an accumulation sum) count as open
+  // gradients.
+  FsdpMemory peaks() const;
+  void add_grad_bytes(std::int64_t bytes);
   double comm_wait_ms_ = 0;
 
  private:
   void begin_gather(std::size_t u);  // start_gather with the state and memory bookkeeping
   struct UnitState {
     bool gathered = false, gathering = false, reducing = false;
+    bool grads_open = false;
+    bool fresh = true;         // no reduction of this unit in this step yet: the next one overwrites the shards
+    bool add = false;          // the reduction in flight adds into the shards
+    bool last = false;         // the reduction in flight is the unit's last of the step
   };
+  void account(std::int64_t gathered, std::int64_t grads, std::int64_t comm);  // running bytes and their peaks
+  void close_grads(std::size_t u);
+  void finish_reduction(std::size_t u);
+  std::int64_t reduce_bytes(std::size_t u, bool add) const;
   std::vector<UnitLayout> layouts_;
   std::vector<UnitState> state_;
   std::map<std::string, std::pair<std::size_t, std::size_t>> index_;  // param -> (unit, position)
   int nranks_, rank_;
-  DType param_dtype_;
+  DType param_dtype_, reduce_dtype_;
   std::size_t full_elem_bytes_;
   bool prefetch_;
-  std::uint64_t gathered_bytes_ = 0, gather_peak_ = 0;
+  std::int64_t gathered_bytes_ = 0, grad_bytes_ = 0, comm_bytes_ = 0;
+  std::uint64_t gather_peak_ = 0, grad_peak_ = 0, comm_peak_ = 0, transient_peak_ = 0;
 };
 
 }  // namespace orthoshard

@@ -174,6 +174,18 @@ TEST_F(CudaTrainTest, GradAccumulationEqualsTheLargerBatch) {
   }
 }
 
+// Blocks recompute their forward in the backward (flash attention included, bf16): the same losses bit for bit.
+TEST_F(CudaTrainTest, ActivationCheckpointingGivesTheSameLosses) {
+  for (const char* dtype : {"f32", "bf16"}) {
+    const auto g = gpu(dtype);
+    const TrainResult a = train(comm(), tiny("normuon", g), {true, true});
+    const TrainResult b = train(comm(), tiny("normuon", plus(g, {"--runtime.activation_checkpointing=blocks"})),
+                                {true, true});
+    EXPECT_EQ(a.losses, b.losses) << dtype;
+    EXPECT_EQ(a.grad_norms, b.grad_norms) << dtype;
+  }
+}
+
 TEST_F(CudaTrainTest, HybridShardingEqualsFullSharding) {
   // Shard groups of 2 where the rank count allows; else groups of 1 (every rank a whole replica, all ranks
   // replicas of each other), so odd rank counts test replication instead of skipping.

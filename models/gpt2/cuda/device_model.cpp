@@ -62,8 +62,13 @@ struct DeviceGpt2Model<T>::Buffers {
 };
 
 template <typename T>
-DeviceGpt2Model<T>::DeviceGpt2Model(Gpt2Config cfg, cuda::Blas& blas, cudaStream_t stream, AttentionKernels attention)
-    : cfg_(std::move(cfg)), blas_(blas), stream_(stream), buf_(std::make_unique<Buffers>()) {
+DeviceGpt2Model<T>::DeviceGpt2Model(Gpt2Config cfg, cuda::Blas& blas, cudaStream_t stream, AttentionKernels attention,
+                                    bool checkpoint_blocks)
+    : cfg_(std::move(cfg)),
+      blas_(blas),
+      stream_(stream),
+      buf_(std::make_unique<Buffers>()),
+      checkpoint_(checkpoint_blocks) {
   cfg_.validate();
   const bool applies = std::is_same_v<T, __nv_bfloat16> && cuda::flash_attention_supported(cfg_.C, cfg_.NH);
   if (attention == AttentionKernels::Flash && !applies)
@@ -81,7 +86,7 @@ template <typename T> void DeviceGpt2Model<T>::set_batch(std::int64_t B, std::in
   cfg_.check_sequence_length(Tn);
   if (B == B_ && Tn == T_) return;
   OS_CUDA_CHECK(cudaStreamSynchronize(stream_));  // old buffers may still be in use
-  const std::int64_t L = cfg_.L, C = cfg_.C, N = B * Tn;
+  const std::int64_t L = cfg_.L, C = cfg_.C, N = B * Tn, A = checkpoint_ ? 1 : L;  // activation slots
   auto n = [](std::int64_t v) { return static_cast<std::size_t>(v); };
   Buffers& b = *buf_;
   b = Buffers{};
@@ -91,21 +96,21 @@ template <typename T> void DeviceGpt2Model<T>::set_batch(std::int64_t B, std::in
   b.starts = cuda::DeviceBuffer<std::int32_t>(n(N + 1));
   b.bucket_token = cuda::DeviceBuffer<std::int32_t>(n(N));
   b.encoded = cuda::DeviceBuffer<T>(n((L + 1) * N * C));
-  b.ln1 = cuda::DeviceBuffer<T>(n(L * N * C));
-  b.ln2 = cuda::DeviceBuffer<T>(n(L * N * C));
-  b.ln1_stats = cuda::DeviceBuffer<float>(n(L * 2 * N));
-  b.ln2_stats = cuda::DeviceBuffer<float>(n(L * 2 * N));
-  b.qkv = cuda::DeviceBuffer<T>(n(L * N * 3 * C));
+  b.ln1 = cuda::DeviceBuffer<T>(n(A * N * C));
+  b.ln2 = cuda::DeviceBuffer<T>(n(A * N * C));
+  b.ln1_stats = cuda::DeviceBuffer<float>(n(A * 2 * N));
+  b.ln2_stats = cuda::DeviceBuffer<float>(n(A * 2 * N));
+  b.qkv = cuda::DeviceBuffer<T>(n(A * N * 3 * C));
   if (flash_) {
-    b.att_stats = cuda::DeviceBuffer<float>(n(L) * cuda::flash_attention_stats_floats(B, Tn, cfg_.NH));
+    b.att_stats = cuda::DeviceBuffer<float>(n(A) * cuda::flash_attention_stats_floats(B, Tn, cfg_.NH));
     b.att_delta = cuda::DeviceBuffer<float>(cuda::flash_attention_stats_floats(B, Tn, cfg_.NH));
   } else {
-    b.att = cuda::DeviceBuffer<T>(n(L * B * cfg_.NH * Tn * Tn));
+    b.att = cuda::DeviceBuffer<T>(n(A * B * cfg_.NH * Tn * Tn));
   }
-  b.atty = cuda::DeviceBuffer<T>(n(L * N * C));
-  b.mid = cuda::DeviceBuffer<T>(n(L * N * C));
-  b.fch = cuda::DeviceBuffer<T>(n(L * N * 4 * C));
-  b.fch_gelu = cuda::DeviceBuffer<T>(n(L * N * 4 * C));
+  b.atty = cuda::DeviceBuffer<T>(n(A * N * C));
+  b.mid = cuda::DeviceBuffer<T>(n(A * N * C));
+  b.fch = cuda::DeviceBuffer<T>(n(A * N * 4 * C));
+  b.fch_gelu = cuda::DeviceBuffer<T>(n(A * N * 4 * C));
   b.lnf = cuda::DeviceBuffer<T>(n(N * C));
   b.lnf_stats = cuda::DeviceBuffer<float>(n(2 * N));
   b.logits = cuda::DeviceBuffer<T>(n(N * cfg_.Vp));
@@ -129,7 +134,7 @@ template <typename T> void DeviceGpt2Model<T>::set_batch(std::int64_t B, std::in
 }
 
 template <typename T> float* DeviceGpt2Model<T>::att_stats(int l) {
-  return buf_->att_stats.data() + static_cast<std::size_t>(l) * cuda::flash_attention_stats_floats(B_, T_, cfg_.NH);
+  return buf_->att_stats.data() + static_cast<std::size_t>(slot(l)) * cuda::flash_attention_stats_floats(B_, T_, cfg_.NH);
 }
 
 template <typename T> std::size_t DeviceGpt2Model<T>::activation_bytes() const {
@@ -167,19 +172,23 @@ template <typename T> void DeviceGpt2Model<T>::embedding_forward(const Embedding
 template <typename T> void DeviceGpt2Model<T>::block_forward(int l, const BlockWeights& w) {
   OS_CHECK(B_ > 0, "GPT-2 (cuda) block {} forward before the embedding forward", l);
   OS_CHECK(l >= 0 && l < cfg_.L, "GPT-2 (cuda) block {} out of range (L = {})", l, cfg_.L);
-  const std::int64_t C = cfg_.C, N = B_ * T_;
+  block_compute(l, w);
+}
+
+template <typename T> void DeviceGpt2Model<T>::block_compute(int l, const BlockWeights& w) {
+  const std::int64_t C = cfg_.C, N = B_ * T_, a = slot(l);
   const std::string u = "block " + std::to_string(l) + " forward";
   Buffers& b = *buf_;
   T* x = b.encoded.data() + l * N * C;
-  T* ln1 = b.ln1.data() + l * N * C;
-  float* s1 = b.ln1_stats.data() + l * 2 * N;
-  T* ln2 = b.ln2.data() + l * N * C;
-  float* s2 = b.ln2_stats.data() + l * 2 * N;
-  T* qkv = b.qkv.data() + l * N * 3 * C;
-  T* atty = b.atty.data() + l * N * C;
-  T* mid = b.mid.data() + l * N * C;
-  T* fch = b.fch.data() + l * N * 4 * C;
-  T* gelu = b.fch_gelu.data() + l * N * 4 * C;
+  T* ln1 = b.ln1.data() + a * N * C;
+  float* s1 = b.ln1_stats.data() + a * 2 * N;
+  T* ln2 = b.ln2.data() + a * N * C;
+  float* s2 = b.ln2_stats.data() + a * 2 * N;
+  T* qkv = b.qkv.data() + a * N * 3 * C;
+  T* atty = b.atty.data() + a * N * C;
+  T* mid = b.mid.data() + a * N * C;
+  T* fch = b.fch.data() + a * N * 4 * C;
+  T* gelu = b.fch_gelu.data() + a * N * 4 * C;
   T* out = b.encoded.data() + (l + 1) * N * C;
   mark("fwd layernorm");
   cuda::layernorm_forward(ln1, s1, s1 + N, x, dev<T>(w.ln1_w, {C}, u, "ln1_w"), dev<T>(w.ln1_b, {C}, u, "ln1_b"), N,
@@ -192,7 +201,7 @@ template <typename T> void DeviceGpt2Model<T>::block_forward(int l, const BlockW
     if constexpr (std::is_same_v<T, __nv_bfloat16>)
       cuda::flash_attention_forward(atty, att_stats(l), qkv, B_, T_, C, cfg_.NH, stream_);
   } else {
-    cuda::attention_forward(blas_, atty, b.att.data() + l * B_ * cfg_.NH * T_ * T_, b.attn_ws.data(), qkv, B_, T_, C,
+    cuda::attention_forward(blas_, atty, b.att.data() + a * B_ * cfg_.NH * T_ * T_, b.attn_ws.data(), qkv, B_, T_, C,
                             cfg_.NH, stream_);
   }
   mark("fwd matmul");
@@ -307,7 +316,8 @@ template <typename T>
 void DeviceGpt2Model<T>::block_backward(int l, const BlockWeights& w, const BlockWeights& g) {
   OS_CHECK(logits_are_grad_, "GPT-2 (cuda) block {} backward before the head backward", l);
   OS_CHECK(l >= 0 && l < cfg_.L, "GPT-2 (cuda) block {} out of range (L = {})", l, cfg_.L);
-  const std::int64_t C = cfg_.C, N = B_ * T_;
+  if (checkpoint_) block_compute(l, w);  // the block's activations again, from its input (the same bits)
+  const std::int64_t C = cfg_.C, N = B_ * T_, a = slot(l);
   const std::string uw = "block " + std::to_string(l) + " backward (weights)";
   const std::string ug = "block " + std::to_string(l) + " backward (gradients)";
   Buffers& b = *buf_;
@@ -315,38 +325,38 @@ void DeviceGpt2Model<T>::block_backward(int l, const BlockWeights& w, const Bloc
   T* dsmall = b.dsmall.data();
   T* dbig = b.dbig.data();
   float* scratch = b.scratch.data();
-  const float* s1 = b.ln1_stats.data() + l * 2 * N;
-  const float* s2 = b.ln2_stats.data() + l * 2 * N;
-  T* fch = b.fch.data() + l * N * 4 * C;
-  T* gelu = b.fch_gelu.data() + l * N * 4 * C;
+  const float* s1 = b.ln1_stats.data() + a * 2 * N;
+  const float* s2 = b.ln2_stats.data() + a * 2 * N;
+  T* fch = b.fch.data() + a * N * 4 * C;
+  T* gelu = b.fch_gelu.data() + a * N * 4 * C;
   // MLP half: x_out = mid + gelu(ln2(mid)·fcᵀ + b)·projᵀ + b; the GELU's backward fused into the first GEMM.
   mark("bwd matmul");
   cuda::linear_backward<T>(blas_, dbig, dev<T>(g.mlp_proj_w, {C, 4 * C}, ug, "mlp_proj_w"),
                            dev<T>(g.mlp_proj_b, {C}, ug, "mlp_proj_b"), scratch, dres, gelu,
                            dev<T>(w.mlp_proj_w, {C, 4 * C}, uw, "mlp_proj_w"), fch, N, 4 * C, C, stream_);
   cuda::linear_backward<T>(blas_, dsmall, dev<T>(g.fc_w, {4 * C, C}, ug, "fc_w"), dev<T>(g.fc_b, {4 * C}, ug, "fc_b"),
-                           scratch, dbig, b.ln2.data() + l * N * C, dev<T>(w.fc_w, {4 * C, C}, uw, "fc_w"), nullptr, N,
+                           scratch, dbig, b.ln2.data() + a * N * C, dev<T>(w.fc_w, {4 * C, C}, uw, "fc_w"), nullptr, N,
                            C, 4 * C, stream_);
   mark("bwd layernorm");
   cuda::layernorm_backward(dres, dev<T>(g.ln2_w, {C}, ug, "ln2_w"), dev<T>(g.ln2_b, {C}, ug, "ln2_b"), scratch, dsmall,
-                           b.mid.data() + l * N * C, dev<T>(w.ln2_w, {C}, uw, "ln2_w"), s2, s2 + N, N, C, stream_);
+                           b.mid.data() + a * N * C, dev<T>(w.ln2_w, {C}, uw, "ln2_w"), s2, s2 + N, N, C, stream_);
   // Attention half: mid = x + attn(ln1(x))·projᵀ + b.
   mark("bwd matmul");
   cuda::linear_backward<T>(blas_, dsmall, dev<T>(g.attn_proj_w, {C, C}, ug, "attn_proj_w"),
-                           dev<T>(g.attn_proj_b, {C}, ug, "attn_proj_b"), scratch, dres, b.atty.data() + l * N * C,
+                           dev<T>(g.attn_proj_b, {C}, ug, "attn_proj_b"), scratch, dres, b.atty.data() + a * N * C,
                            dev<T>(w.attn_proj_w, {C, C}, uw, "attn_proj_w"), nullptr, N, C, C, stream_);
   mark("bwd attention");
   if (flash_) {
     if constexpr (std::is_same_v<T, __nv_bfloat16>)
-      cuda::flash_attention_backward(dbig, b.att_delta.data(), dsmall, b.qkv.data() + l * N * 3 * C,
-                                     b.atty.data() + l * N * C, att_stats(l), B_, T_, C, cfg_.NH, stream_);
+      cuda::flash_attention_backward(dbig, b.att_delta.data(), dsmall, b.qkv.data() + a * N * 3 * C,
+                                     b.atty.data() + a * N * C, att_stats(l), B_, T_, C, cfg_.NH, stream_);
   } else {
-    cuda::attention_backward(blas_, dbig, b.attn_ws.data(), dsmall, b.qkv.data() + l * N * 3 * C,
-                             b.att.data() + l * B_ * cfg_.NH * T_ * T_, B_, T_, C, cfg_.NH, stream_);
+    cuda::attention_backward(blas_, dbig, b.attn_ws.data(), dsmall, b.qkv.data() + a * N * 3 * C,
+                             b.att.data() + a * B_ * cfg_.NH * T_ * T_, B_, T_, C, cfg_.NH, stream_);
   }
   mark("bwd matmul");
   cuda::linear_backward<T>(blas_, dsmall, dev<T>(g.qkv_w, {3 * C, C}, ug, "qkv_w"),
-                           dev<T>(g.qkv_b, {3 * C}, ug, "qkv_b"), scratch, dbig, b.ln1.data() + l * N * C,
+                           dev<T>(g.qkv_b, {3 * C}, ug, "qkv_b"), scratch, dbig, b.ln1.data() + a * N * C,
                            dev<T>(w.qkv_w, {3 * C, C}, uw, "qkv_w"), nullptr, N, C, 3 * C, stream_);
   mark("bwd layernorm");
   cuda::layernorm_backward(dres, dev<T>(g.ln1_w, {C}, ug, "ln1_w"), dev<T>(g.ln1_b, {C}, ug, "ln1_b"), scratch, dsmall,

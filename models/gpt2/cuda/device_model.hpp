@@ -25,8 +25,10 @@ class DeviceGpt2Model {
  public:
   // `blas` serves this model's stream only (see cuda::Blas). `attention` picks the attention kernels (see
   // AttentionKernels); Flash where they do not apply (an f32 model, another head size) is a UsageError.
+  // checkpoint_blocks: keep only each block's input from the forward and recompute the block's forward in its
+  // backward (activation checkpointing, as Gpt2Model): one block's activations instead of L, the same results.
   DeviceGpt2Model(Gpt2Config cfg, cuda::Blas& blas, cudaStream_t stream,
-                AttentionKernels attention = AttentionKernels::Auto);
+                  AttentionKernels attention = AttentionKernels::Auto, bool checkpoint_blocks = false);
   ~DeviceGpt2Model();
   DeviceGpt2Model(const DeviceGpt2Model&) = delete;
   DeviceGpt2Model& operator=(const DeviceGpt2Model&) = delete;
@@ -74,6 +76,8 @@ class DeviceGpt2Model {
  private:
   struct Buffers;
   float* att_stats(int layer);  // the flash forward's row statistics of a layer
+  void block_compute(int layer, const BlockWeights& w);  // the block's forward into its activation slot
+  std::int64_t slot(int layer) const { return checkpoint_ ? 0 : layer; }
   void mark(const char* phase) {
     if (mark_) mark_(phase);
   }
@@ -86,6 +90,7 @@ class DeviceGpt2Model {
   std::unique_ptr<Buffers> buf_;
   bool have_targets_ = false, logits_are_grad_ = false;
   bool flash_ = false;
+  bool checkpoint_ = false;
 };
 
 extern template class DeviceGpt2Model<float>;

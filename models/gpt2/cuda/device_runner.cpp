@@ -17,8 +17,8 @@ class Gpt2DeviceRunner final : public Gpt2UnitRunner<DeviceGpt2Model<T>> {
   using Base = Gpt2UnitRunner<DeviceGpt2Model<T>>;
 
  public:
-  Gpt2DeviceRunner(const Gpt2Config& cfg, cuda::Blas& blas, cudaStream_t stream, AttentionKernels attention)
-      : Base(cfg, blas, stream, attention) {}
+  Gpt2DeviceRunner(const Gpt2Config& cfg, cuda::Blas& blas, cudaStream_t stream, const DeviceRunnerOptions& opt)
+      : Base(cfg, blas, stream, opt.attention, opt.checkpoint_blocks) {}
 
   void set_batch(std::int64_t B, std::int64_t Tn, int micro_batches) override {
     this->net_.set_batch(B, Tn);
@@ -56,9 +56,9 @@ class Gpt2DeviceRunner final : public Gpt2UnitRunner<DeviceGpt2Model<T>> {
 
 std::unique_ptr<UnitRunner> make_gpt2_device_runner(const Gpt2Config& cfg, cuda::Blas& blas, cudaStream_t stream,
                                                     const DeviceRunnerOptions& opt) {
-  if (opt.dtype == DType::BF16) return std::make_unique<Gpt2DeviceRunner<__nv_bfloat16>>(cfg, blas, stream, opt.attention);
+  if (opt.dtype == DType::BF16) return std::make_unique<Gpt2DeviceRunner<__nv_bfloat16>>(cfg, blas, stream, opt);
   OS_CHECK(opt.dtype == DType::F32, "GPT-2 (cuda): compute dtype {} is not f32 or bf16", dtype_name(opt.dtype));
-  return std::make_unique<Gpt2DeviceRunner<float>>(cfg, blas, stream, opt.attention);
+  return std::make_unique<Gpt2DeviceRunner<float>>(cfg, blas, stream, opt);
 }
 
 }  // namespace orthoshard

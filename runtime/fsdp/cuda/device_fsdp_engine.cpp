@@ -22,10 +22,10 @@ struct DeviceFsdpEngine::Unit {
   Bytes copy;                                           // param_dtype copy of master (bf16 only), S
   Bytes gathered;                                       // param_dtype N·S, between start_gather and finish_gather
   Bytes full;                                           // param_dtype full_numel, while gathered
-  Bytes full_grad;                                      // param_dtype full_numel
-  cuda::DeviceBuffer<float> grad_sum;                   // fp32 full_numel: earlier micro-batches (bf16 only)
+  Bytes full_grad;                                      // param_dtype full_numel, while open
+  cuda::DeviceBuffer<float> grad_sum;                   // fp32 full_numel: earlier micro-batches kept (bf16 only)
   bool summed = false;                                  // grad_sum holds this step's earlier micro-batches
-  Bytes rs_send, rs_recv;                               // reduce_dtype N·S; S (bf16 reductions only)
+  Bytes rs_send, rs_recv;                               // reduce_dtype N·S; S (unless straight into the shard)
   cuda::DeviceBuffer<cuda::CopySpan> to_full, to_blocks;  // gathered -> full; full -> gathered layout
   int spans = 0;
   std::int64_t max_span = 0;
@@ -70,7 +70,8 @@ std::uint8_t* at(const Bytes& b, std::int64_t elem, DType dt) {
 
 DeviceFsdpEngine::DeviceFsdpEngine(std::vector<FsdpUnitSpec> units, DeviceCommunicator& shard,
                                    DeviceCommunicator* replica, DeviceFsdpOptions opt, cudaStream_t stream)
-    : ShardedEngine(std::move(units), shard.size(), shard.rank(), opt.param_dtype, dtype_size(opt.param_dtype), true),
+    : ShardedEngine(std::move(units), shard.size(), shard.rank(), opt.param_dtype, opt.reduce_dtype,
+                    dtype_size(opt.param_dtype), true),
       shard_(shard),
       replica_(replica),
       opt_(opt),
@@ -105,8 +106,6 @@ DeviceFsdpEngine::DeviceFsdpEngine(std::vector<FsdpUnitSpec> units, DeviceCommun
       u->copy = Bytes(S * pe);
       u->copy.zero(stream_);
     }
-    u->full_grad = Bytes(static_cast<std::size_t>(l.full_numel) * pe);
-    u->full_grad.zero(stream_);
     units_.push_back(std::move(u));
   }
   OS_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the span tables came from pageable host vectors
@@ -122,6 +121,10 @@ DeviceFsdpEngine::~DeviceFsdpEngine() {
   for (auto& u : units_) {  // allocator blocks first, while the allocator is alive (also on error paths)
     u->gathered.reset();
     u->full.reset();
+    u->full_grad.reset();
+    u->grad_sum.reset();
+    u->rs_send.reset();
+    u->rs_recv.reset();
   }
 }
 
@@ -206,10 +209,21 @@ Tensor DeviceFsdpEngine::full(const std::string& param) const {
 
 // ---------------- gradients ----------------
 
-void DeviceFsdpEngine::zero_unit_grads(std::size_t ui) {
+// Full gradients come from the caching allocator on the compute stream and return to it in stream order, behind
+// the packing kernel that last reads them.
+void DeviceFsdpEngine::alloc_grads(std::size_t ui) {
   Unit& u = *units_[ui];
+  u.full_grad = Bytes(static_cast<std::size_t>(layout(ui).full_numel) * dtype_size(opt_.param_dtype), mem_->alloc,
+                      stream_);
   u.full_grad.zero(stream_);
-  u.summed = false;  // grad_sum is overwritten (not added to) by the next accumulate_grads
+}
+
+void DeviceFsdpEngine::free_grads(std::size_t ui) {
+  Unit& u = *units_[ui];
+  u.full_grad.reset();
+  if (!u.grad_sum.empty()) add_grad_bytes(-static_cast<std::int64_t>(u.grad_sum.bytes()));
+  u.grad_sum.reset();
+  u.summed = false;
 }
 
 void DeviceFsdpEngine::accumulate_grads(std::size_t ui) {
@@ -218,41 +232,52 @@ void DeviceFsdpEngine::accumulate_grads(std::size_t ui) {
   const std::int64_t n = layout(ui).full_numel;
   if (opt_.param_dtype == DType::F32 || n == 0) return;
   OS_CHECK(!reducing(ui), "fsdp: accumulate_grads of unit {} after its reduction started", unit_spec(ui).name);
-  if (u.grad_sum.empty()) u.grad_sum = cuda::DeviceBuffer<float>(static_cast<std::size_t>(n));
-  if (!u.summed) u.grad_sum.zero(stream_);
+  OS_CHECK(grads_open(ui), "fsdp: accumulate_grads of unit {} without a gradient", unit_spec(ui).name);
+  if (!u.summed) {  // the step's first kept micro-batch: an fp32 sum (zeroed) until the unit's reduction
+    u.grad_sum = cuda::DeviceBuffer<float>(static_cast<std::size_t>(n), mem_->alloc, stream_);
+    u.grad_sum.zero(stream_);
+    add_grad_bytes(static_cast<std::int64_t>(u.grad_sum.bytes()));
+  }
   cuda::accumulate_and_zero(u.grad_sum.data(), reinterpret_cast<cuda::bf16*>(u.full_grad.data()), n, stream_);
   u.summed = true;
 }
 
-Tensor DeviceFsdpEngine::full_grad(const std::string& param) const { return full_view(param, true); }
+Tensor DeviceFsdpEngine::grad_view(const std::string& param) const { return full_view(param, true); }
 
-void DeviceFsdpEngine::start_reduce(std::size_t ui) {
+void DeviceFsdpEngine::start_reduce(std::size_t ui, bool add) {
   Unit& u = *units_[ui];
   const UnitLayout& l = layout(ui);
   const DType rd = opt_.reduce_dtype;
   const std::size_t re = dtype_size(rd);
-  if (u.rs_send.empty() && l.shard_numel > 0) {
-    u.rs_send = Bytes(static_cast<std::size_t>(l.shard_numel * nranks()) * re);
-    u.rs_send.zero(stream_);  // the padding stays zero: only real rows are ever packed
-    if (rd != DType::F32) u.rs_recv = Bytes(static_cast<std::size_t>(l.shard_numel) * re);
-  }
+  u.rs_send = Bytes(static_cast<std::size_t>(l.shard_numel * nranks()) * re, mem_->alloc, stream_);
+  u.rs_send.zero(stream_);  // the padding stays zero: only real rows are packed
+  if (add || rd != DType::F32) u.rs_recv = Bytes(static_cast<std::size_t>(l.shard_numel) * re, mem_->alloc, stream_);
   if (u.summed) {  // earlier micro-batches in fp32: add this one and pack the fp32 sum
     accumulate_grads(ui);
     spans(u.to_blocks, u.spans, u.max_span, u.grad_sum.data(), DType::F32, u.rs_send.data(), rd, stream_);
   } else {
     spans(u.to_blocks, u.spans, u.max_span, u.full_grad.data(), opt_.param_dtype, u.rs_send.data(), rd, stream_);
   }
-  void* dst = rd == DType::F32 ? static_cast<void*>(u.grad.data()) : u.rs_recv.data();
+  void* dst = u.rs_recv.empty() ? static_cast<void*>(u.grad.data()) : u.rs_recv.data();
   u.reduce_req = shard_.reduce_scatter_async(u.rs_send.data(), dst, static_cast<std::size_t>(l.shard_numel), rd,
                                              ReduceOp::Mean);
 }
 
-void DeviceFsdpEngine::finish_reduce(std::size_t ui) {
+void DeviceFsdpEngine::finish_reduce(std::size_t ui, bool add, bool replica) {
   Unit& u = *units_[ui];
   const std::int64_t S = layout(ui).shard_numel;
-  u.reduce_req.wait();
-  if (opt_.reduce_dtype != DType::F32) convert(u.rs_recv.data(), opt_.reduce_dtype, u.grad.data(), DType::F32, S, stream_);
-  if (replica_ && replica_->size() > 1)
+  u.reduce_req.wait();  // the stream waits for the reduce-scatter
+  if (add) {  // a later micro-batch: its mean joins the earlier ones' in fp32
+    if (opt_.reduce_dtype == DType::F32)
+      cuda::add_inplace(u.grad.data(), reinterpret_cast<const float*>(u.rs_recv.data()), S, stream_);
+    else
+      cuda::add_inplace(u.grad.data(), reinterpret_cast<const cuda::bf16*>(u.rs_recv.data()), S, stream_);
+  } else if (opt_.reduce_dtype != DType::F32) {
+    convert(u.rs_recv.data(), opt_.reduce_dtype, u.grad.data(), DType::F32, S, stream_);
+  }
+  u.rs_send.reset();  // back to the pool, in stream order
+  u.rs_recv.reset();
+  if (replica && replica_ && replica_->size() > 1)
     replica_->all_reduce(u.grad.data(), u.grad.data(), static_cast<std::size_t>(S), DType::F32, ReduceOp::Mean);
 }
 
@@ -274,14 +299,11 @@ double DeviceFsdpEngine::clip_grad_norm(double max_norm) {
 }
 
 FsdpMemory DeviceFsdpEngine::memory() const {
-  FsdpMemory m;
+  FsdpMemory m = peaks();
   for (const auto& u : units_) {
     m.param_shards += u->master.bytes() + u->copy.bytes();
     m.grad_shards += u->grad.bytes();
-    m.grad_accumulation += u->full_grad.bytes() + u->grad_sum.bytes();
-    m.comm_buffers += u->rs_send.bytes() + u->rs_recv.bytes();
   }
-  m.gather_peak = gather_peak();
   return m;
 }
 

@@ -5,10 +5,11 @@
 //
 // Precision: fp32 master shards always. The all-gather moves param_dtype (bf16: the optimizer writes a bf16
 // copy of each updated shard, see DeviceOptimizer's `copies`), and the model computes in param_dtype on the
-// gathered full parameters. Each micro-batch's backward writes its gradients in param_dtype; with bf16 and
-// several micro-batches, accumulate_grads moves them into an fp32 sum after each but the last (as the CPU
-// engine, which accumulates in fp32), so only each micro-batch's gradient is rounded to bf16, not the running
-// sum. The sum is reduce-scattered in reduce_dtype into fp32 gradient shards.
+// gathered full parameters. Each micro-batch's backward writes its gradients in param_dtype. Reduced after every
+// micro-batch, each one's gradient is reduce-scattered in reduce_dtype and added to the fp32 gradient shards;
+// kept for one reduction per step, accumulate_grads moves a bf16 gradient into an fp32 sum after each micro-batch
+// but the last (as the CPU engine, which accumulates in fp32), so only each micro-batch's gradient is rounded to
+// bf16, not the running sum.
 #pragma once
 
 #include "runtime/comm/device_communicator.hpp"
@@ -46,7 +47,6 @@ class DeviceFsdpEngine final : public ShardedEngine {
   void shard_to_host(const std::string& param, Tensor& dst) const override;  // synchronous
   void shard_from_host(const std::string& param, const Tensor& src) override;  // synchronous; refreshes the copy
   Tensor full(const std::string& param) const override;
-  Tensor full_grad(const std::string& param) const override;
   void accumulate_grads(std::size_t u) override;
   // One host sync (the norm); scales the shards on the device.
   double clip_grad_norm(double max_norm) override;
@@ -61,10 +61,13 @@ class DeviceFsdpEngine final : public ShardedEngine {
   void finish_gather(std::size_t u) override;
   void drop_full(std::size_t u) override;
   Tensor full_view(const std::string& param, bool grad) const;
-  // Gradients: pack with one span-copy launch (the fp32 sum when micro-batches were accumulated), reduce-scatter.
-  void zero_unit_grads(std::size_t u) override;
-  void start_reduce(std::size_t u) override;
-  void finish_reduce(std::size_t u) override;
+  // Gradients: full buffers from the caching allocator; pack with one span-copy launch (the fp32 sum when
+  // micro-batches were kept), reduce-scatter, add into the shard.
+  void alloc_grads(std::size_t u) override;
+  void free_grads(std::size_t u) override;
+  Tensor grad_view(const std::string& param) const override;
+  void start_reduce(std::size_t u, bool add) override;
+  void finish_reduce(std::size_t u, bool add, bool replica) override;
   Tensor shard_view(const std::string& param, int which) const;
 
   DeviceCommunicator& shard_;
