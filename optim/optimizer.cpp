@@ -22,7 +22,8 @@ template <typename T> struct HostKernels {
   Communicator* comm;
   NewtonSchulz<T> ns;
   std::vector<std::vector<T>> updates;         // per parameter: this rank's rows of the update
-  std::map<std::size_t, std::vector<T>> full;  // per owned task: the whole matrix (Conda left: G then M)
+  std::map<std::size_t, std::vector<T>> owned_full;  // per exchange batch in flight: the matrices this rank owns
+  std::map<std::size_t, std::vector<T>> full;        // Conda's left projection, per owned task: G then M
   std::vector<T> proj_g, proj_m, normed, refresh_full;
   std::vector<double> sums;                    // NorMuon's per-row sums of squares
 
@@ -36,15 +37,21 @@ template <typename T> struct HostKernels {
   T* state(std::size_t i, const std::string& name, const Shape& shape) {
     return opt.state(i).ensure(name, shape, dtype_of<T>()).template data<T>();
   }
-  std::vector<T*> owned(std::size_t, const std::vector<const OrthoTask*>& tasks) {
+  // The owned matrices of an exchange batch, one after another; released once the batch's results are back.
+  std::vector<T*> owned(std::size_t batch, const std::vector<const OrthoTask*>& tasks) {
+    std::int64_t total = 0;
+    for (const OrthoTask* t : tasks) total += t->m * t->n;
+    auto& f = owned_full[batch];
+    f.resize(static_cast<std::size_t>(total));
     std::vector<T*> out;
+    std::int64_t off = 0;
     for (const OrthoTask* t : tasks) {
-      auto& f = full[t->param];
-      f.resize(static_cast<std::size_t>(t->m * t->n));
-      out.push_back(f.data());
+      out.push_back(f.data() + off);
+      off += t->m * t->n;
     }
     return out;
   }
+  void release_owned(std::size_t batch) { owned_full.erase(batch); }
   T* refresh(std::int64_t count) {
     // One matrix at a time through one reused buffer: fresh pages are most of what a first step costs.
     if (refresh_full.size() < static_cast<std::size_t>(count)) refresh_full.resize(static_cast<std::size_t>(count));

@@ -7,7 +7,8 @@
 // `Kernels` is what a backend supplies, over elements of type Kernels::Elem (T below) in its memory:
 //   buffers    T* update(param, count): this rank's rows of the parameter's update (grown to count elements);
 //              T* state(param, name, shape): a named state tensor, created zero-filled;
-//              std::vector<T*> owned(batch, tasks): where the matrices of an exchange batch this rank owns land;
+//              std::vector<T*> owned(batch, tasks): where the matrices of an exchange batch this rank owns land,
+//              release_owned(batch): once their results are back;
 //              T* refresh(count), T* left(param, count): Conda's basis input and its left-projection inputs;
 //              Exchange exchange(items): a RowExchange over the backend's memory;
 //   rules      adamw, conda_plain, momentum, conda_momentum, decay_then_apply, scale, conda_apply;
@@ -122,12 +123,14 @@ class OptimizerStep {
       for (const OrthoTask* t : gram)
         o_.stats_.ortho_flops += gram_ns_flops_per_rank(t->m, t->n, o_.config_.ns_steps, o_.nranks_);
     }
-    // Owner tasks, batch by batch: batch k+1's rows travel while batch k is orthogonalized.
+    // Owner tasks, batch by batch: batch b+1's rows travel while batch b is orthogonalized, and batch b-1's
+    // results return meanwhile; a batch's exchange buffers go as soon as its results are back, so about three
+    // batches are in flight at once whatever the model's size.
     std::vector<std::vector<const OrthoTask*>> batches(static_cast<std::size_t>(o_.plan_.batches));
     for (const auto& t : o_.plan_.tasks)
       if (!t.gram) batches[static_cast<std::size_t>(t.batch)].push_back(&t);
     using Exchange = typename Kernels::Exchange;
-    std::vector<std::unique_ptr<Exchange>> ex;
+    std::vector<std::unique_ptr<Exchange>> ex(batches.size());
     auto start = [&](std::size_t b) {
       std::vector<ExchangeItem> items;
       std::vector<const T*> local;
@@ -135,8 +138,16 @@ class OptimizerStep {
         items.push_back({t->m, t->n, t->owner});
         local.push_back(k_.update(t->param, local_numel(t->param)));
       }
-      ex.push_back(k_.exchange(std::move(items)));
-      ex.back()->start_gather(local);
+      ex[b] = k_.exchange(std::move(items));
+      ex[b]->start_gather(local);
+    };
+    auto finish = [&](std::size_t b) {
+      std::vector<T*> local;
+      for (const OrthoTask* t : batches[b]) local.push_back(k_.update(t->param, local_numel(t->param)));
+      ex[b]->finish_return(local);
+      count_bytes(*ex[b]);
+      ex[b].reset();
+      k_.release_owned(b);  // (one rank: the return copies straight from them, at finish_return)
     };
     if (!batches.empty()) start(0);
     for (std::size_t b = 0; b < batches.size(); ++b) {
@@ -156,13 +167,9 @@ class OptimizerStep {
       std::vector<const T*> back(full.size());  // (not the iterator-range constructor: GCC 12 misreports it)
       std::copy(full.begin(), full.end(), back.begin());
       ex[b]->start_return(back);
+      if (b > 0) finish(b - 1);
     }
-    for (std::size_t b = 0; b < batches.size(); ++b) {
-      std::vector<T*> local;
-      for (const OrthoTask* t : batches[b]) local.push_back(k_.update(t->param, local_numel(t->param)));
-      ex[b]->finish_return(local);
-      count_bytes(*ex[b]);
-    }
+    if (!batches.empty()) finish(batches.size() - 1);
   }
 
   void normuon_finish(const std::vector<Tensor>& params, const std::vector<Tensor>& copies, double lr) {

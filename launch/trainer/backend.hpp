@@ -35,6 +35,8 @@ class TrainBackend {
   virtual Device device() const = 0;
   // Lines every rank prints once (its GPU), or none.
   virtual std::string rank_line() const { return ""; }
+  // Device memory in use on this rank's GPU (0 on the host backend).
+  virtual std::uint64_t device_bytes_in_use() const { return 0; }
 
  protected:
   // The pieces the derived backend built (and owns); lists the engine's shards, gradients and copies in the

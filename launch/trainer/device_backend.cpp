@@ -71,6 +71,11 @@ class DeviceBackend final : public TrainBackend {
                        cfg_.runtime.prefetch, ns_ == NsPrecision::BF16 ? "bf16" : "f32", runner_->describe());
   }
   Device device() const override { return Device::CUDA; }
+  std::uint64_t device_bytes_in_use() const override {
+    std::size_t free = 0, total = 0;
+    OS_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    return total - free;
+  }
   std::string rank_line() const override {
     return fmt::format("device: GPU {} ({})", device_shard_->device(),
                        cuda::device_description(device_shard_->device()));

@@ -113,6 +113,7 @@ struct DeviceKernels {
     for (std::size_t j = 0; j < tasks.size(); ++j) out.push_back(g.data() + static_cast<std::int64_t>(j) * m * n);
     return out;
   }
+  void release_owned(std::size_t) {}  // the group buffers stay: the return's copies read them in stream order
   float* refresh(std::int64_t count) {
     grow(refresh_buf, count);
     return refresh_buf.data();
