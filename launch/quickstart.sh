@@ -13,9 +13,10 @@ echo "== orthoshard env"
 echo "== mpirun -np 2 orthoshard selfcheck"
 mpirun --oversubscribe -np 2 "$bin" selfcheck
 ckpt_dir="${ORTHOSHARD_QUICKSTART_DIR:-$root/runs/quickstart}"
-echo "== mpirun -np 2 orthoshard train --config launch/configs/smoke.toml --checkpoint.dir=$ckpt_dir --checkpoint.every=50"
+# checkpoint.overwrite: running the quickstart again starts over in the same directory.
+echo "== mpirun -np 2 orthoshard train --config launch/configs/smoke.toml --checkpoint.dir=$ckpt_dir --checkpoint.every=50 --checkpoint.overwrite=true"
 mpirun --oversubscribe -np 2 "$bin" train --config "$root/launch/configs/smoke.toml" \
-  --checkpoint.dir="$ckpt_dir" --checkpoint.every=50 "$@"
+  --checkpoint.dir="$ckpt_dir" --checkpoint.every=50 --checkpoint.overwrite=true "$@"
 latest="$ckpt_dir/$(cat "$ckpt_dir/latest")"
 echo "== orthoshard ckpt inspect $latest"
 "$bin" ckpt inspect "$latest"

@@ -9,6 +9,7 @@
 #include "bench/model_bench.hpp"
 #include "launch/cli/prepare_data.hpp"
 #include "launch/cli/replay.hpp"
+#include "launch/trainer/stop_signals.hpp"
 #include "launch/trainer/train.hpp"
 #include "bench/train_bench.hpp"
 #include "launch/cli/selfcheck.hpp"
@@ -237,8 +238,9 @@ int main(int argc, char** argv) {
     return run_ckpt_export(export_opt);
   });
 
-  // Only the overlap benchmark's helper thread calls MPI from a second thread.
-  MpiRuntime mpi(&argc, &argv, bench_comm->parsed() && comm_opt.overlap);
+  // MPI from a second thread: the overlap benchmark's helper thread, and the trainer's hang watchdog (its roll
+  // call of the ranks still running, runtime/comm/mpi_hang_guard.hpp).
+  MpiRuntime mpi(&argc, &argv, (bench_comm->parsed() && comm_opt.overlap) || train_cmd->parsed());
   return run_guarded([&] {
     auto world = mpi.world();
     if (selfcheck->parsed()) return run_selfcheck(*world, inject_failure);
@@ -252,8 +254,8 @@ int main(int argc, char** argv) {
       std::vector<std::string> overrides = train_cmd->remaining();
       for (const auto& a : overrides)
         if (a.rfind("--", 0) == 0 && !is_config_override(a)) throw UsageError("train: unknown option '" + a + "'");
-      train(*world, load_train_config(train_config_path, overrides));
-      return 0;
+      // A run stopped by a signal wrote its checkpoint and exits with kExitStopped (resume: checkpoint.resume=auto).
+      return train(*world, load_train_config(train_config_path, overrides)).stop_signal ? kExitStopped : 0;
     }
     throw UsageError("no subcommand given");
   });

@@ -9,6 +9,8 @@
 #include <mpi.h>
 
 #include <chrono>
+#include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -215,6 +217,31 @@ Slice state_slice(CheckpointTarget& t, const StateEntry& e) {
   return s;
 }
 
+// The number of non-finite values in a host tensor of floating dtype (0 for integer tensors).
+std::int64_t count_non_finite(const Tensor& t) {
+  const std::int64_t n = t.numel();
+  std::int64_t bad = 0;
+  switch (t.dtype()) {
+    case DType::F32: {
+      const float* p = t.data<float>();
+      for (std::int64_t i = 0; i < n; ++i) bad += !std::isfinite(p[i]);
+      break;
+    }
+    case DType::F64: {
+      const double* p = t.data<double>();
+      for (std::int64_t i = 0; i < n; ++i) bad += !std::isfinite(p[i]);
+      break;
+    }
+    case DType::BF16: {
+      const bf16* p = t.data<bf16>();
+      for (std::int64_t i = 0; i < n; ++i) bad += !std::isfinite(bf16_to_float(p[i]));
+      break;
+    }
+    default: break;
+  }
+  return bad;
+}
+
 void inject_failure(Communicator& w, const char* phase, const std::string& path) {
   const char* v = std::getenv("ORTHOSHARD_CHECKPOINT_FAIL");
   if (v && std::strcmp(v, phase) == 0) {
@@ -239,7 +266,19 @@ SavedCheckpoint save_checkpoint(CheckpointTarget& t, std::int64_t step, std::int
   const std::vector<StateEntry> states = state_manifest(t);
   std::vector<Slice> slices;
   agree(w, [&] {
-    for (const auto& e : states) slices.push_back(state_slice(t, e));
+    // A checkpoint with non-finite values would resume into the same divergence: never written.
+    for (const auto& p : t.optim.params())
+      if (const std::int64_t bad = count_non_finite(host_shard(t.engine, p.name)); bad > 0)
+        fail("checkpoint of step {} not written: parameter {} holds {} non-finite value(s) on rank {}; the run "
+             "diverged (the previous checkpoint is kept)", step, p.name, bad, w.rank());
+    for (const auto& e : states) {
+      slices.push_back(state_slice(t, e));
+      if (slices.back().rows == 0) continue;
+      if (const std::int64_t bad = count_non_finite(slices.back().host); bad > 0)
+        fail("checkpoint of step {} not written: optimizer state {} of {} holds {} non-finite value(s) on rank {}; "
+             "the run diverged (the previous checkpoint is kept)", step, e.name, t.optim.params()[e.param].name, bad,
+             w.rank());
+    }
     if (w.rank() == 0) {
       std::error_code ec;
       fs::create_directories(dir, ec);
@@ -257,10 +296,31 @@ SavedCheckpoint save_checkpoint(CheckpointTarget& t, std::int64_t step, std::int
                        : "",
       0);
 
+  // Room for it: the data plus a margin for metadata, checked on rank 0 before anything is written (a full disk
+  // is the common case; an error in the middle of the write is handled below).
+  // (Test hook: ORTHOSHARD_CHECKPOINT_FAIL=skip_space_check leaves a full disk to the write itself.)
+  const char* hook = std::getenv("ORTHOSHARD_CHECKPOINT_FAIL");
+  agree(w, [&] {
+    if (w.rank() != 0 || (hook && std::strcmp(hook, "skip_space_check") == 0)) return;
+    std::uint64_t need = 256u << 10;
+    for (const auto& p : t.optim.params()) need += static_cast<std::uint64_t>(shape_numel(p.shape)) * 4;
+    for (const auto& e : states) need += static_cast<std::uint64_t>(shape_numel(e.global)) * dtype_size(e.dtype) + 1024;
+    std::error_code ec;
+    const fs::space_info sp = fs::space(dir, ec);
+    if (!ec && sp.available < need)
+      fail("checkpoint '{}' not written: {}: {:.1f} MiB free in '{}', the checkpoint needs about {:.1f} MiB "
+           "(the previous checkpoint is kept)", partial, std::strerror(ENOSPC),
+           static_cast<double>(sp.available) / (1 << 20), dir, static_cast<double>(need) / (1 << 20));
+  });
+
   const auto t_write = std::chrono::steady_clock::now();
   auto t_close = t_write;
-  agree(w, [&] {
-    H5ParallelFile f = H5ParallelFile::create(partial, &w, io);
+  std::optional<H5ParallelFile> file;
+  agree(w, [&] { file.emplace(H5ParallelFile::create(partial, &w, io)); });
+  try {
+    // Every write below agrees on failure across the ranks (H5ParallelFile), so an I/O error (a full disk, EIO,
+    // a quota) reaches every rank at the same call, and all of them discard the file together.
+    H5ParallelFile& f = *file;
     const TrainConfig& cfg = t.cfg;
     f.set_attr("/", "format", std::string(kCheckpointFormat));
     f.set_attr("/", "version", kCheckpointVersion);
@@ -320,7 +380,12 @@ SavedCheckpoint save_checkpoint(CheckpointTarget& t, std::int64_t step, std::int
     t_close = std::chrono::steady_clock::now();
     f.flush();
     f.close();
-  });
+  } catch (const std::exception& e) {
+    // Every rank is here with the same error: free the space, close and delete the .partial, and report.
+    file->discard();
+    throw Error(fmt::format("checkpoint of step {} not written: {} (the previous checkpoint and 'latest' are kept)",
+                            step, e.what()));
+  }
   const auto t_commit = std::chrono::steady_clock::now();
 
   inject_failure(w, "before_rename", partial);
@@ -369,8 +434,8 @@ CheckpointInfo load_checkpoint(CheckpointTarget& t, const std::string& path, con
   std::vector<StateRead> reads;
   agree(w, [&] {
     const std::string fmt_attr = f.has_attr("/", "format") ? f.string_attr("/", "format") : "";
-    if (fmt_attr != kCheckpointFormat)
-      throw UsageError(fmt::format("'{}': not an orthoshard checkpoint (format attribute '{}')", path, fmt_attr));
+    if (fmt_attr != kCheckpointFormat)  // an Error, not a UsageError: resume = auto skips it like a corrupt file
+      fail("'{}': not an orthoshard checkpoint (format attribute '{}')", path, fmt_attr);
     const std::int64_t version = f.int_attr("/", "version");
     if (version > kCheckpointVersion)
       throw UsageError(fmt::format("'{}': checkpoint version {} is newer than this build reads ({})", path, version,
@@ -552,9 +617,37 @@ std::vector<std::string> config_changes(const std::string& saved_toml, const std
   return out;
 }
 
+void Checkpointer::claim_directory() {
+  const CheckpointSection& c = t_.cfg.checkpoint;
+  Communicator& w = t_.world;
+  if (c.every == 0 && c.resume != "auto") return;  // this run neither writes nor reads checkpoint.dir
+  agree(w, [&] {
+    if (w.rank() != 0) return;
+    lock_ = std::make_unique<DirLock>(c.dir);
+    if (c.resume == "none" && c.every > 0) {
+      const auto existing = list_checkpoints(c.dir);
+      if (!existing.empty() && !c.overwrite)
+        throw UsageError(fmt::format(
+            "checkpoint.dir '{}' already holds {} checkpoint(s) (newest {}) and checkpoint.resume = none would "
+            "overwrite them: resume with checkpoint.resume=auto, choose another checkpoint.dir, or set "
+            "checkpoint.overwrite=true",
+            c.dir, existing.size(), existing.front().path));
+      // Overwrite: the previous run's checkpoints go now, so that none of them outlives this run's (a higher step
+      // of the old run would otherwise be what resume = auto and checkpoint.keep see as newest).
+      for (const auto& e : existing) fs::remove(e.path);
+      if (!existing.empty()) {
+        fs::remove(fs::path(c.dir) / "latest");
+        log::warn("checkpoint.overwrite = true: deleted the {} checkpoint(s) of the previous run in '{}'",
+                  existing.size(), c.dir);
+      }
+    }
+  });
+}
+
 std::int64_t Checkpointer::resume() {
   const CheckpointSection& c = t_.cfg.checkpoint;
   Communicator& w = t_.world;
+  claim_directory();
   if (c.resume == "none") return 0;
   CheckpointInfo info;
   if (c.resume == "auto") {
@@ -587,8 +680,16 @@ std::int64_t Checkpointer::resume() {
     if (!loaded)
       fail("checkpoint.resume = auto: none of the {} checkpoint(s) in '{}' can be loaded:{}", candidates.size(),
            c.dir, errors);
+    const std::string latest = w.rank() == 0 ? read_latest(c.dir) : "";
+    if (talk_ && !latest.empty() && latest != fs::path(info.path).filename().string())
+      log::warn("checkpoint.resume = auto: loaded {}, but '{}' names {} (a save that ended before updating it, or "
+                "a newer one that failed verification)", info.path, (fs::path(c.dir) / "latest").string(), latest);
   } else {
-    info = load_checkpoint(t_, resolve_checkpoint_path(c.resume));
+    const std::string path = resolve_checkpoint_path(c.resume);
+    if (path.ends_with(".partial"))
+      throw UsageError(fmt::format("checkpoint.resume '{}': a .partial file is a save that never completed and is "
+                                   "never loaded; use a complete step_<N>.h5 or checkpoint.resume=auto", path));
+    info = load_checkpoint(t_, path);
   }
   resumed_step_ = info.step;
   resumed_tokens_ = info.tokens_seen;
@@ -612,12 +713,28 @@ bool Checkpointer::due(std::int64_t steps_done) const {
   return c.every > 0 && (steps_done % c.every == 0 || steps_done == t_.cfg.train.steps);
 }
 
-void Checkpointer::after_step(std::int64_t steps_done) {
+std::string Checkpointer::after_step(std::int64_t steps_done, bool updated, bool force) {
   const CheckpointSection& c = t_.cfg.checkpoint;
-  if (!due(steps_done)) return;
+  if (!force && !due(steps_done)) return "";
+  if (!updated) {
+    if (talk_)
+      log::warn("checkpoint of step {} not written: its update was skipped (non-finite loss or gradient); the "
+                "newest checkpoint stays the last good one", steps_done);
+    return "";
+  }
   const auto t0 = std::chrono::steady_clock::now();
   const std::int64_t tokens = resumed_tokens_ + (steps_done - resumed_step_) * t_.cfg.tokens_per_step(t_.world.size());
-  const SavedCheckpoint saved = save_checkpoint(t_, steps_done, tokens, c.dir, c.keep);
+  SavedCheckpoint saved;
+  try {
+    saved = save_checkpoint(t_, steps_done, tokens, c.dir, c.keep);
+  } catch (const UsageError&) {
+    throw;
+  } catch (const Error& e) {
+    // Agreed on every rank (save_checkpoint throws everywhere or nowhere); a stop signal's save always stops.
+    if (!c.warn_on_error || force) throw;
+    if (talk_) log::warn("{}; training goes on (checkpoint.on_error = warn)", e.what());
+    return "";
+  }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (talk_) {
     std::error_code ec;
@@ -626,6 +743,7 @@ void Checkpointer::after_step(std::int64_t steps_done) {
               ec ? 0.0 : static_cast<double>(bytes) / (1 << 20), s);
     for (const auto& p : saved.pruned) log::info("checkpoint: deleted {} (checkpoint.keep = {})", p, c.keep);
   }
+  return saved.path;
 }
 
 }  // namespace orthoshard

@@ -14,11 +14,13 @@
 #include "models/data/loader.hpp"
 #include "models/family.hpp"
 #include "optim/sharded_optimizer.hpp"
+#include "runtime/checkpoint/dir_lock.hpp"
 #include "runtime/checkpoint/h5_parallel.hpp"
 #include "runtime/comm/communicator.hpp"
 #include "runtime/fsdp/sharded_engine.hpp"
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -83,14 +85,22 @@ class Checkpointer {
   // none at all: starts fresh with a message). Returns the first step to run.
   std::int64_t resume();
   // After `steps_done` steps: saves when checkpoint.every > 0 and steps_done is a multiple of it or the
-  // last step of the run.
-  void after_step(std::int64_t steps_done);
+  // last step of the run, or when `force` (a stop signal). A step whose update was skipped (`updated` false:
+  // a non-finite loss under train.nan_policy = skip) is never saved, so the newest checkpoints stay ones a
+  // finite step wrote and checkpoint.keep never rotates the last good one out. Returns the path written, or "".
+  std::string after_step(std::int64_t steps_done, bool updated = true, bool force = false);
   // Whether after_step(steps_done) saves.
   bool due(std::int64_t steps_done) const;
 
  private:
+  // Takes checkpoint.dir's lock on rank 0 when this run writes there or resumes from it (a second run in the
+  // same directory is refused), and refuses resume = none into a directory that holds checkpoints unless
+  // checkpoint.overwrite. Collective.
+  void claim_directory();
+
   CheckpointTarget t_;
   bool talk_;
+  std::unique_ptr<DirLock> lock_;  // rank 0, while this run uses checkpoint.dir
   std::int64_t resumed_step_ = 0, resumed_tokens_ = 0;
 };
 

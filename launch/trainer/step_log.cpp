@@ -37,11 +37,22 @@ StepLog::StepLog(const TrainConfig& cfg, std::int64_t first_step, std::int64_t t
   result_.first_step = first_step;
 }
 
-bool StepLog::update_allowed(std::int64_t step, double loss, double grad_norm) const {
-  if (std::isfinite(loss) && std::isfinite(grad_norm)) return true;
+bool StepLog::update_allowed(std::int64_t step, double loss, double grad_norm) {
+  const auto& tc = cfg_.train;
+  if (std::isfinite(loss) && std::isfinite(grad_norm)) {
+    if (tc.loss_limit > 0 && loss > tc.loss_limit)
+      throw Error(fmt::format("step {}: loss {} exceeds train.loss_limit = {}: the run diverged; stopping (the "
+                              "newest checkpoint is from before this step)",
+                              step + 1, loss, tc.loss_limit));
+    skipped_in_a_row_ = 0;
+    return true;
+  }
   const std::string what = fmt::format("step {}: {} is not finite (loss {}, gradient norm {})", step + 1,
                                        std::isfinite(loss) ? "the gradient" : "the loss", loss, grad_norm);
-  if (cfg_.train.nan_policy == NanPolicy::Stop) throw Error(what + "; stopping (train.nan_policy = stop)");
+  if (tc.nan_policy == NanPolicy::Stop) throw Error(what + "; stopping (train.nan_policy = stop)");
+  if (++skipped_in_a_row_ >= tc.max_skipped_steps)
+    throw Error(fmt::format("{}; {} steps in a row skipped (train.max_skipped_steps = {}): the run diverged; "
+                            "stopping", what, skipped_in_a_row_, tc.max_skipped_steps));
   if (talk_) log::warn("{}; update skipped (train.nan_policy = skip)", what);
   return false;
 }
@@ -62,7 +73,7 @@ void StepLog::record(std::int64_t step, double loss, double grad_norm, double lr
 }
 
 TrainResult StepLog::finish(double comm_wait_ms) {
-  const std::int64_t timed_steps = cfg_.train.steps - first_step_ - 1;
+  const auto timed_steps = static_cast<std::int64_t>(result_.losses.size()) - 1;  // fewer when stopped early
   if (timed_steps > 0) {
     result_.tokens_per_s = tokens_per_step() * static_cast<double>(timed_steps) / timed_s_;
     result_.comm_wait_fraction = (comm_wait_ms - wait_at_first_) / 1e3 / timed_s_;

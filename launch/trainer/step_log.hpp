@@ -29,8 +29,9 @@ class StepLog {
   StepLog(const TrainConfig& cfg, std::int64_t first_step, std::int64_t tokens_per_step, bool talk,
           bool metrics_rank);
   // Whether step `step` (0-based) may apply its update: true when loss and gradient norm are finite; else
-  // throws (train.nan_policy = stop) or warns and returns false (skip).
-  bool update_allowed(std::int64_t step, double loss, double grad_norm) const;
+  // throws (train.nan_policy = stop, or the train.max_skipped_steps-th skip in a row) or warns and returns
+  // false (skip). A finite loss above train.loss_limit (> 0) throws too.
+  bool update_allowed(std::int64_t step, double loss, double grad_norm);
   // Step `step` took dt seconds (the slowest rank's); comm_wait_ms: the engine's running total of time
   // blocked in collectives.
   void record(std::int64_t step, double loss, double grad_norm, double lr, double dt, double comm_wait_ms);
@@ -45,6 +46,7 @@ class StepLog {
   std::unique_ptr<MetricsWriter> metrics_;
   TrainResult result_;
   double timed_s_ = 0, wait_at_first_ = 0;
+  std::int64_t skipped_in_a_row_ = 0;
 };
 
 }  // namespace orthoshard

@@ -10,13 +10,16 @@
 #include "launch/trainer/checkpoint.hpp"
 #include "launch/trainer/schedule.hpp"
 #include "launch/trainer/step_log.hpp"
+#include "launch/trainer/stop_signals.hpp"
 #include "models/data/loader.hpp"
 #include "models/data/synthetic.hpp"
 #include "models/data/token_stream.hpp"
+#include "runtime/comm/mpi_hang_guard.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
 
 #include <omp.h>
+#include <sys/resource.h>
 
 #include <chrono>
 #include <cmath>
@@ -38,26 +41,39 @@ std::vector<std::vector<std::size_t>> tied_units(const std::vector<ModelUnit>& u
   return out;
 }
 
+// The largest resident set this process has had.
+std::uint64_t max_rss_bytes() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<std::uint64_t>(u.ru_maxrss) * 1024;  // kilobytes on Linux
+}
+
 // What this rank holds: the sharded part (1/N of the model's state), the most that was in flight at once (full-size
 // gathered parameters, gradients and reduction buffers of the units in flight), the activations, and what the
 // same model would take per rank at other rank counts (the sharded part scales with 1/N, the rest does not).
-std::string memory_line(const ShardedEngine& engine, ShardedOptimizer& optim, const UnitRunner& runner, Device device,
-                        int shard_ranks) {
+struct MemoryReport {
+  std::uint64_t sharded = 0, transient = 0, activations = 0;
+  std::string line;
+};
+MemoryReport memory_report(const ShardedEngine& engine, ShardedOptimizer& optim, const UnitRunner& runner,
+                           Device device, int shard_ranks) {
   const FsdpMemory m = engine.memory();
   std::uint64_t state = 0;
   for (std::size_t i = 0; i < optim.params().size(); ++i)
     for (const auto& [n, t] : optim.state(i).entries()) state += t.nbytes();
-  const std::uint64_t sharded = m.param_shards + m.grad_shards + state;
-  const std::uint64_t fixed = m.transient_peak + runner.activation_bytes();
+  MemoryReport r{m.param_shards + m.grad_shards + state, m.transient_peak, runner.activation_bytes(), ""};
   std::string per_n;
   for (int n : {1, 2, 4, 8, 64})
     per_n += fmt::format("{}{} {}", per_n.empty() ? "" : ", ", n,
-                         mib(sharded * static_cast<std::uint64_t>(shard_ranks) / static_cast<std::uint64_t>(n) + fixed));
-  return fmt::format("memory ({}): sharded {} (params {}, grads {}, optimizer state {}), in flight at most {} (gathered "
-                     "params {}, gradients {}, reduction buffers {}), activations {}; per rank at N ranks: {}",
-                     device_name(device), mib(sharded), mib(m.param_shards), mib(m.grad_shards), mib(state),
-                     mib(m.transient_peak), mib(m.gather_peak), mib(m.grad_accumulation), mib(m.comm_buffers),
-                     mib(runner.activation_bytes()), per_n);
+                         mib(r.sharded * static_cast<std::uint64_t>(shard_ranks) / static_cast<std::uint64_t>(n) +
+                             r.transient + r.activations));
+  r.line = fmt::format("memory ({}): sharded {} (params {}, grads {}, optimizer state {}), in flight at most {} "
+                       "(gathered params {}, gradients {}, reduction buffers {}), activations {}; per rank at N "
+                       "ranks: {}",
+                       device_name(device), mib(r.sharded), mib(m.param_shards), mib(m.grad_shards), mib(state),
+                       mib(r.transient), mib(m.gather_peak), mib(m.grad_accumulation), mib(m.comm_buffers),
+                       mib(r.activations), per_n);
+  return r;
 }
 
 }  // namespace
@@ -72,6 +88,9 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     omp_set_num_threads(cfg.runtime.threads);
   }
 
+  // A collective stuck past runtime.comm_timeout_s ends the job with a line naming it (every backend's MPI side;
+  // the NCCL communicator has its own watchdog).
+  const MpiHangGuard hang_guard(world, cfg.runtime.comm_timeout_s);
   // The model (from its file or a seeded random init, identical on every rank) and the backend, then sharded.
   std::unique_ptr<Model> model = make_model(cfg.model);
   model->check_sequence_length(tc.seq_len);
@@ -93,6 +112,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
 
   // Data: rank r of W reads its blocks of each step's window (independent of W).
   auto stream = TokenStream::open(cfg.data.path);
+  stream->check_vocab(model->vocab_size(), me, W);  // every token < V, each rank a slice, before the first step
   DataLoader loader(stream, loader_config(cfg, W, me, model->vocab_size()));
   Tensor inputs = Tensor::empty({tc.batch_size, tc.seq_len}, DType::I32);
   Tensor targets = Tensor::empty({tc.batch_size, tc.seq_len}, DType::I32);
@@ -153,9 +173,12 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
   const std::int64_t first_step = checkpointer.resume();
 
   StepLog steps(cfg, first_step, tokens_per_step, talk, me == 0);
+  const StopSignals stop_signals;  // SIGTERM, SIGINT, SIGUSR1/2: stop at the next step boundary with a checkpoint
+  int stop_signal = 0;
   const auto run_start = Clock::now();
   for (std::int64_t step = first_step; step < tc.steps; ++step) {
     const auto t0 = Clock::now();
+    MpiHangGuard::set_step(step + 1);
     engine.zero_grads();
     for (int j = 0; j < tc.grad_accum; ++j) {
       const bool last = j + 1 == tc.grad_accum;
@@ -186,15 +209,41 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     const double grad_norm = engine.clip_grad_norm(tc.grad_clip);
     const double loss = world.all_reduce_scalar(runner.take_loss_sum() / tc.grad_accum, ReduceOp::Sum) / W;
     const double lr_mult = lr_multiplier(cfg, step);
-    if (steps.update_allowed(step, loss, grad_norm)) backend->optimizer_step(lr_mult);
+    const bool updated = steps.update_allowed(step, loss, grad_norm);
+    if (updated) backend->optimizer_step(lr_mult);
     loader.advance();
     engine.synchronize();
     const double dt = world.all_reduce_scalar(seconds_since(t0), ReduceOp::Max);
-    if (talk && step == first_step) log::info_all("{}", memory_line(engine, optim, runner, backend->device(), shard.size()));
+    if (talk && step == first_step)
+      log::info_all("{}", memory_report(engine, optim, runner, backend->device(), shard.size()).line);
     steps.record(step, loss, grad_norm, cfg.optim.lr * lr_mult, dt, engine.comm_wait_ms());
-    checkpointer.after_step(step + 1);
+    // A stop signal on any rank stops every rank here, after a checkpoint of this step.
+    stop_signal = static_cast<int>(world.all_reduce_scalar(StopSignals::pending(), ReduceOp::Max));
+    const std::string saved = checkpointer.after_step(step + 1, updated, stop_signal != 0);
+    if (stop_signal != 0) {
+      if (talk)
+        log::info("stopped by {} at step {}; checkpoint {}; resume with checkpoint.resume=auto (exit status {})",
+                  StopSignals::name(stop_signal), step + 1,
+                  saved.empty() ? "none written (the step's update was skipped)" : saved, kExitStopped);
+      break;
+    }
   }
+  MpiHangGuard::set_step(0);
   TrainResult result = steps.finish(engine.comm_wait_ms());
+  result.stop_signal = stop_signal;
+  const MemoryReport mem = memory_report(engine, optim, runner, backend->device(), shard.size());
+  result.sharded_bytes = mem.sharded;
+  result.transient_bytes = mem.transient;
+  result.activation_bytes = mem.activations;
+  result.device_bytes = backend->device_bytes_in_use();
+  const double rss = static_cast<double>(max_rss_bytes());
+  result.max_rss_bytes = static_cast<std::uint64_t>(world.all_reduce_scalar(rss, ReduceOp::Max));
+  const double smallest = -world.all_reduce_scalar(-rss, ReduceOp::Max);
+  const double device_max = world.all_reduce_scalar(static_cast<double>(result.device_bytes), ReduceOp::Max);
+  if (talk)
+    log::info("peak memory per rank: max RSS {} .. {}{}", mib(static_cast<std::uint64_t>(smallest)),
+              mib(result.max_rss_bytes),
+              device_max > 0 ? ", GPU memory in use at the end " + mib(static_cast<std::uint64_t>(device_max)) : "");
   if (talk)
     log::info("done: {} steps in {:.1f} s, final loss {:.6f}, {:.0f} tok/s after the first step ({:.3g} TFLOP/s per "
               "rank), {:.1f}% of step time blocked in collectives (rank 0)",

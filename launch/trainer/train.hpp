@@ -17,6 +17,11 @@ struct TrainResult {
   double tokens_per_s = 0;         // over the steps after the first
   double comm_wait_fraction = 0;   // time blocked in collectives / step time (after the first step)
   std::int64_t first_step = 0;     // steps done before this run (resumed checkpoint): losses[i] is step first_step+i+1
+  // Memory per rank: the largest max RSS over the ranks, and this rank's accounting (the sharded part, the most
+  // full-size bytes in flight at once, the activations); on a GPU also its memory in use at the end.
+  std::uint64_t max_rss_bytes = 0, sharded_bytes = 0, transient_bytes = 0, activation_bytes = 0, device_bytes = 0;
+  // The signal that stopped the run early after a checkpoint (launch/trainer/stop_signals.hpp), or 0.
+  int stop_signal = 0;
 };
 
 struct TrainOptions {

@@ -284,6 +284,12 @@ const std::vector<KeySpec>& schema() {
        c.train.nan_policy = choose<NanPolicy>(v, {{"stop", NanPolicy::Stop}, {"skip", NanPolicy::Skip}});
      },
      [](const TrainConfig& c) { return toml_string(nan_policy_name(c.train.nan_policy)); }},
+    {"train", "max_skipped_steps", Kind::Int,
+     [](TrainConfig& c, const Value& v) { c.train.max_skipped_steps = int_at_least(v, 1); },
+     [](const TrainConfig& c) { return toml_int(c.train.max_skipped_steps); }},
+    {"train", "loss_limit", Kind::Float,
+     [](TrainConfig& c, const Value& v) { c.train.loss_limit = float_at_least(v, 0.0); },
+     [](const TrainConfig& c) { return toml_float(c.train.loss_limit); }},
     // [optim]: stored through optim_config_from_json; written back from OptimConfig.
     {"optim", "name", Kind::String, nullptr, [](const TrainConfig& c) { return toml_string(c.optim.name); }},
     {"optim", "lr", Kind::Float, nullptr, [](const TrainConfig& c) { return toml_float(c.optim.lr); }},
@@ -328,6 +334,12 @@ const std::vector<KeySpec>& schema() {
     {"checkpoint", "resume", Kind::String,
      [](TrainConfig& c, const Value& v) { c.checkpoint.resume = nonempty_string(v); },
      [](const TrainConfig& c) { return toml_string(c.checkpoint.resume); }},
+    {"checkpoint", "on_error", Kind::String,
+     [](TrainConfig& c, const Value& v) { c.checkpoint.warn_on_error = choose<bool>(v, {{"stop", false}, {"warn", true}}); },
+     [](const TrainConfig& c) { return toml_string(c.checkpoint.warn_on_error ? "warn" : "stop"); }},
+    {"checkpoint", "overwrite", Kind::Bool,
+     [](TrainConfig& c, const Value& v) { c.checkpoint.overwrite = std::get<bool>(v); },
+     [](const TrainConfig& c) { return toml_bool(c.checkpoint.overwrite); }},
     // [runtime]
     {"runtime", "backend", Kind::String,
      [](TrainConfig& c, const Value& v) {

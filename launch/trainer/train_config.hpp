@@ -48,6 +48,8 @@ struct TrainSection {
   std::string metrics;            // JSONL metrics path; "" = none
   std::int64_t log_every = 10;    // rank 0 prints a line every log_every steps (>= 1)
   NanPolicy nan_policy = NanPolicy::Stop;
+  std::int64_t max_skipped_steps = 10;  // nan_policy = skip: this many skipped steps in a row stop the run
+  double loss_limit = 0;                // a finite loss above it stops the run (diverged); 0 = no limit
   bool operator==(const TrainSection&) const = default;
 };
 
@@ -57,6 +59,9 @@ struct CheckpointSection {
   std::int64_t every = 0;           // write every N steps; 0 = never
   std::int64_t keep = 0;            // keep the newest N checkpoints; 0 = keep all
   std::string resume = "none";      // "auto" (latest in dir, if any), "none", or a checkpoint path
+  bool overwrite = false;           // resume = none into a directory holding checkpoints: refused unless true
+                                    // (true deletes them when the run starts)
+  bool warn_on_error = false;       // on_error: "stop" (false) ends the run when a save fails; "warn" trains on
   bool operator==(const CheckpointSection&) const = default;
 };
 
@@ -78,7 +83,7 @@ struct RuntimeSection {
   DType reduce_dtype = DType::F32;  // what gradient reductions move: f32 | bf16
   bool reshard_after_forward = true;
   int threads = 0;               // CPU threads per rank; 0 = library default
-  double comm_timeout_s = 600;   // cuda: a collective not done after this long ends the job (0 = never)
+  double comm_timeout_s = 600;   // a collective not done after this long ends the job, any backend (0 = never)
   int prefetch = 1;              // units whose all-gather starts ahead of use when overlapping (0 = none)
   // Overlap of collectives with compute (prefetched all-gathers, asynchronous reduce-scatters): on, off, or
   // auto = on where collectives progress in the background (cuda), off for MPI on host memory (cpu), where

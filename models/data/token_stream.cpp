@@ -96,4 +96,11 @@ void TokenStream::read(std::int64_t start, std::int64_t count, std::int32_t* out
   }
 }
 
+void TokenStream::check_vocab(std::int64_t vocab, int part, int parts) const {
+  const std::int64_t begin = total_ * part / parts, end = total_ * (part + 1) / parts;
+  constexpr std::int64_t kChunk = std::int64_t{1} << 20;
+  std::vector<std::int32_t> buf(static_cast<std::size_t>(std::min(kChunk, std::max<std::int64_t>(end - begin, 1))));
+  for (std::int64_t at = begin; at < end; at += kChunk) read(at, std::min(kChunk, end - at), buf.data(), vocab);
+}
+
 }  // namespace orthoshard

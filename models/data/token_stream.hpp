@@ -27,6 +27,9 @@ class TokenStream {
   // out[i] = token[start + i] for i < count. When vocab > 0, a token outside [0, vocab) is an error naming
   // the shard file and the token's position in it.
   void read(std::int64_t start, std::int64_t count, std::int32_t* out, std::int64_t vocab = 0) const;
+  // Checks part `part` of `parts` (equal slices of the stream) for tokens outside [0, vocab): the same error as
+  // read's, found when the data is opened rather than when training reaches the token. One pass over the slice.
+  void check_vocab(std::int64_t vocab, int part = 0, int parts = 1) const;
 
  private:
   struct Segment {

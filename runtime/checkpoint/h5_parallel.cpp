@@ -4,9 +4,16 @@
 #include "runtime/io/h5file.hpp"
 
 #include "runtime/comm/mpi_communicator.hpp"
+#include "runtime/comm/mpi_hang_guard.hpp"
 #include "runtime/core/error.hpp"
 
+#include <sys/statvfs.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstring>
+#include <cstdlib>
+#include <cerrno>
 #include <filesystem>
 
 namespace orthoshard {
@@ -43,6 +50,29 @@ hid_t make_fapl(Communicator* comm, const H5ParallelOptions& opt) {
 }
 
 std::vector<hsize_t> dims_of(const Shape& s) { return std::vector<hsize_t>(s.begin(), s.end()); }
+
+// What the OS said about the last failed call, when it said anything (MPI-IO and HDF5 keep errno from the write).
+std::string os_error(const std::string& path) {
+  const int e = errno;
+  if (e != 0) return fmt::format(": {}", std::strerror(e));
+  // MPI-IO may not keep errno: a filesystem with no room left says what happened.
+  struct statvfs st {};
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  if (::statvfs(dir.empty() ? "." : dir.c_str(), &st) == 0 && st.f_bavail * st.f_frsize < (64u << 10))
+    return fmt::format(": {} ({} is full)", std::strerror(ENOSPC), dir.empty() ? "." : dir);
+  return " (disk full, quota or I/O error?)";
+}
+
+// Test hook: ORTHOSHARD_CHECKPOINT_FAIL=write:K fails the K-th dataset write of every file on every rank with
+// ENOSPC, write:K@R on rank R only (after the collective write itself, as a real error inside it would).
+bool injected_write_failure(std::int64_t write, int rank) {
+  const char* v = std::getenv("ORTHOSHARD_CHECKPOINT_FAIL");
+  if (!v || std::strncmp(v, "write:", 6) != 0) return false;
+  char* end = nullptr;
+  const long k = std::strtol(v + 6, &end, 10);
+  const long r = (end && *end == '@') ? std::strtol(end + 1, nullptr, 10) : -1;
+  return k == write && (r < 0 || r == rank);
+}
 
 std::int64_t row_elems(const Shape& s) {
   std::int64_t n = 1;
@@ -131,13 +161,57 @@ H5ParallelFile::H5ParallelFile(H5ParallelFile&& o) noexcept
 
 H5ParallelFile::~H5ParallelFile() {
   if (dxpl_ >= 0) H5Pclose(dxpl_);
-  if (id_ >= 0) H5Fclose(id_);
+  if (id_ >= 0) {
+    const MpiHangGuard::Watch watch("HDF5 close (collective)", 0);
+    H5Fclose(id_);
+  }
+}
+
+void H5ParallelFile::agree(const std::string& error) {
+  if (!comm_) {
+    if (!error.empty()) throw Error(error);
+    return;
+  }
+  // The lowest failing rank's message goes to every rank.
+  const int n = comm_->size();
+  const double mine = error.empty() ? n : comm_->rank();
+  const int first = static_cast<int>(-comm_->all_reduce_scalar(-mine, ReduceOp::Max));
+  if (first >= n) return;
+  std::int64_t len = comm_->rank() == first ? static_cast<std::int64_t>(error.size()) : 0;
+  comm_->broadcast(&len, 1, DType::I64, first);
+  std::string msg = comm_->rank() == first ? error : std::string(static_cast<std::size_t>(len), '\0');
+  if (len > 0) comm_->broadcast(msg.data(), static_cast<std::size_t>(len), DType::U8, first);
+  throw Error(comm_->rank() == first || n == 1 ? msg : fmt::format("{} (on rank {})", msg, first));
+}
+
+void H5ParallelFile::discard() {
+  if (dxpl_ >= 0) H5Pclose(dxpl_);
+  dxpl_ = H5I_INVALID_HID;
+  const bool lead = !comm_ || comm_->rank() == 0;
+  if (lead) {
+    [[maybe_unused]] const int rc = ::truncate(path_.c_str(), 0);  // frees the space a full disk needs to close
+  }
+  try {
+    if (comm_) comm_->barrier();
+  } catch (const std::exception&) {
+  }
+  if (id_ >= 0) {
+    const MpiHangGuard::Watch watch("HDF5 close of a failed file (collective)", 0);
+    H5Fclose(id_);  // errors ignored: the file is deleted next
+    id_ = H5I_INVALID_HID;
+  }
+  try {
+    if (comm_) comm_->barrier();
+  } catch (const std::exception&) {
+  }
+  if (lead) ::unlink(path_.c_str());
 }
 
 hid_t H5ParallelFile::dxpl() const { return dxpl_; }
 
 H5ParallelFile H5ParallelFile::create(const std::string& path, Communicator* comm, const H5ParallelOptions& opt) {
   silence();
+  const MpiHangGuard::Watch watch("HDF5 file create (collective)", 0);
   Handle fapl(make_fapl(comm, opt), H5Pclose);
   hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id);
   if (id < 0) fail("'{}': cannot create the HDF5 file (directory missing or not writable?)", path);
@@ -146,6 +220,7 @@ H5ParallelFile H5ParallelFile::create(const std::string& path, Communicator* com
 
 H5ParallelFile H5ParallelFile::open_read(const std::string& path, Communicator* comm, const H5ParallelOptions& opt) {
   check_readable(path);
+  const MpiHangGuard::Watch watch("HDF5 file open (collective)", 0);
   Handle fapl(make_fapl(comm, opt), H5Pclose);
   hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.id);
   if (id < 0) fail("'{}': cannot be opened as HDF5 (corrupt or truncated?)", path);
@@ -159,21 +234,37 @@ void H5ParallelFile::check_readable(const std::string& path) {
 }
 
 void H5ParallelFile::flush() {
-  if (H5Fflush(id_, H5F_SCOPE_GLOBAL) < 0) fail("'{}': flush failed", path_);
+  const MpiHangGuard::Watch watch("HDF5 flush (collective)", 0);
+  errno = 0;
+  agree(H5Fflush(id_, H5F_SCOPE_GLOBAL) < 0 ? fmt::format("'{}': flush failed{}", path_, os_error(path_)) : "");
 }
 
 void H5ParallelFile::close() {
   if (dxpl_ >= 0) H5Pclose(dxpl_);
   dxpl_ = H5I_INVALID_HID;
   if (id_ < 0) return;
+  const MpiHangGuard::Watch watch("HDF5 close (collective)", 0);
+  errno = 0;
   const herr_t rc = H5Fclose(id_);
-  id_ = H5I_INVALID_HID;
-  if (rc < 0) fail("'{}': closing the file failed (disk full?)", path_);
+  const std::string error = rc < 0 ? fmt::format("'{}': closing the file failed{}", path_, os_error(path_)) : "";
+  if (rc >= 0) id_ = H5I_INVALID_HID;  // else still open: discard() closes it once the space is freed
+  agree(error);
 }
 
 // ---------------------------------------------------------------- writing
 
 void H5ParallelFile::create_group(const std::string& group) {
+  const MpiHangGuard::Watch watch("HDF5 group create (collective metadata)", 0);
+  std::string error;
+  try {
+    create_groups(group);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  agree(error);
+}
+
+void H5ParallelFile::create_groups(const std::string& group) {
   std::string partial;
   std::size_t pos = 0;
   while (pos < group.size()) {
@@ -191,34 +282,47 @@ void H5ParallelFile::create_group(const std::string& group) {
 namespace {
 void write_attr(hid_t file, const std::string& path, const std::string& object, const std::string& name, hid_t type,
                 const void* value) {
+  const MpiHangGuard::Watch watch("HDF5 attribute write (collective metadata)", 0);
   if (H5Aexists_by_name(file, object.c_str(), name.c_str(), H5P_DEFAULT) > 0)
     H5Adelete_by_name(file, object.c_str(), name.c_str(), H5P_DEFAULT);
   Handle space(H5Screate(H5S_SCALAR), H5Sclose);
   Handle a(H5Acreate_by_name(file, object.c_str(), name.c_str(), type, space.id, H5P_DEFAULT, H5P_DEFAULT,
                              H5P_DEFAULT),
            H5Aclose);
-  if (a.id < 0 || H5Awrite(a.id, type, value) < 0) fail("'{}': cannot write attribute {}@{}", path, object, name);
+  if (a.id < 0 || H5Awrite(a.id, type, value) < 0)
+    fail("'{}': cannot write attribute {}@{}{}", path, object, name, os_error(path));
 }
 }  // namespace
+
+void H5ParallelFile::agreed_attr(const std::string& object, const std::string& name, hid_t type, const void* value) {
+  std::string error;
+  errno = 0;
+  try {
+    write_attr(id_, path_, object, name, type, value);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  agree(error);
+}
 
 void H5ParallelFile::set_attr(const std::string& object, const std::string& name, const std::string& value) {
   Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
   H5Tset_size(type.id, H5T_VARIABLE);
   H5Tset_cset(type.id, H5T_CSET_UTF8);
   const char* p = value.c_str();
-  write_attr(id_, path_, object, name, type.id, &p);
+  agreed_attr(object, name, type.id, &p);
 }
 
 void H5ParallelFile::set_attr(const std::string& object, const std::string& name, std::int64_t value) {
-  write_attr(id_, path_, object, name, H5T_NATIVE_INT64, &value);
+  agreed_attr(object, name, H5T_NATIVE_INT64, &value);
 }
 
 void H5ParallelFile::set_attr(const std::string& object, const std::string& name, double value) {
-  write_attr(id_, path_, object, name, H5T_NATIVE_DOUBLE, &value);
+  agreed_attr(object, name, H5T_NATIVE_DOUBLE, &value);
 }
 
 void H5ParallelFile::set_attr_u64(const std::string& object, const std::string& name, std::uint64_t value) {
-  write_attr(id_, path_, object, name, H5T_NATIVE_UINT64, &value);
+  agreed_attr(object, name, H5T_NATIVE_UINT64, &value);
 }
 
 void H5ParallelFile::record(const std::string& dataset, const RowChecksum& part) {
@@ -238,6 +342,7 @@ void H5ParallelFile::write_rows(const std::string& dataset, const Shape& global,
   OS_CHECK(rows >= 0 && first_row >= 0 && first_row + rows <= num_rows(global),
            "'{}': rows [{}, {}) outside dataset {} {}", path_, first_row, first_row + rows, dataset, shape_str(global));
   OS_CHECK(rows == 0 || data != nullptr, "'{}': no data for {}", path_, dataset);
+  const MpiHangGuard::Watch watch("HDF5 collective write", static_cast<std::size_t>(rows * row_elems(global)) * dtype_size(dt));
   Handle fspace(global.empty() ? H5Screate(H5S_SCALAR)
                                : H5Screate_simple(static_cast<int>(global.size()), dims_of(global).data(), nullptr),
                 H5Sclose);
@@ -245,13 +350,22 @@ void H5ParallelFile::write_rows(const std::string& dataset, const Shape& global,
   H5Pset_layout(dcpl.id, H5D_CONTIGUOUS);
   H5Pset_fill_time(dcpl.id, H5D_FILL_TIME_NEVER);  // every byte is written
   if (comm_) H5Pset_alloc_time(dcpl.id, H5D_ALLOC_TIME_EARLY);
+  errno = 0;
   Handle d(H5Dcreate2(id_, dataset.c_str(), h5_file_type(dt), fspace.id, H5P_DEFAULT, dcpl.id, H5P_DEFAULT),
            H5Dclose);
-  if (d.id < 0) fail("'{}': cannot create dataset '{}' {}", path_, dataset, shape_str(global));
+  agree(d.id < 0 ? fmt::format("'{}': cannot create dataset '{}' {}{}", path_, dataset, shape_str(global), os_error(path_))
+                 : "");
   Handle mspace(memory_space(global, rows), H5Sclose);
   select_rows(fspace.id, global, first_row, rows);
+  errno = 0;
+  std::string error;
   if (H5Dwrite(d.id, h5_file_type(dt), mspace.id, fspace.id, dxpl(), data) < 0)
-    fail("'{}': writing dataset '{}' failed (disk full?)", path_, dataset);
+    error = fmt::format("'{}': writing dataset '{}' failed{}", path_, dataset, os_error(path_));
+  ++writes_;
+  if (error.empty() && injected_write_failure(writes_, comm_ ? comm_->rank() : 0))
+    error = fmt::format("'{}': writing dataset '{}' failed: {} (injected: ORTHOSHARD_CHECKPOINT_FAIL)", path_, dataset,
+                        std::strerror(ENOSPC));
+  agree(error);
   const std::size_t row_bytes = static_cast<std::size_t>(row_elems(global)) * dtype_size(dt);
   RowChecksum part;
   part.add_rows(data, first_row, rows, row_bytes);
@@ -353,12 +467,18 @@ void H5ParallelFile::read_rows_into(const std::string& dataset, std::int64_t fir
            "'{}': rows [{}, {}) outside dataset {} {}", path_, first_row, first_row + rows, dataset, shape_str(global));
   OS_CHECK(dt == in.dtype, "'{}': dataset {} is {}, read as {}", path_, dataset, dtype_name(in.dtype), dtype_name(dt));
   OS_CHECK(rows == 0 || out != nullptr, "'{}': no memory to read {} into", path_, dataset);
+  const MpiHangGuard::Watch watch("HDF5 collective read", static_cast<std::size_t>(rows * row_elems(global)) * dtype_size(dt));
   Handle d(H5Dopen2(id_, dataset.c_str(), H5P_DEFAULT), H5Dclose);
   Handle fspace(H5Dget_space(d.id), H5Sclose);
   Handle mspace(memory_space(global, rows), H5Sclose);
   select_rows(fspace.id, global, first_row, rows);
-  if (H5Dread(d.id, h5_file_type(in.dtype), mspace.id, fspace.id, dxpl(), out) < 0)
-    fail("'{}': cannot read dataset '{}' (corrupt or truncated?)", path_, dataset);
+  errno = 0;
+  const bool bad = H5Dread(d.id, h5_file_type(in.dtype), mspace.id, fspace.id, dxpl(), out) < 0;
+  const int err = errno;
+  // Agreed like writes: an I/O error on one rank reaches every rank at this read.
+  agree(bad ? fmt::format("'{}': cannot read dataset '{}'{}", path_, dataset,
+                          err != 0 ? fmt::format(": {}", std::strerror(err)) : std::string(" (corrupt or truncated?)"))
+            : "");
   const std::size_t row_bytes = static_cast<std::size_t>(row_elems(global)) * dtype_size(in.dtype);
   RowChecksum part;
   if (count_checksum) part.add_rows(out, first_row, rows, row_bytes);

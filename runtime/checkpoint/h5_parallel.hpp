@@ -52,8 +52,14 @@ class H5ParallelFile {
   ~H5ParallelFile();
 
   const std::string& path() const { return path_; }
+  // Writing methods agree on failure: when a write fails on any rank (ENOSPC, EIO, a quota), every rank throws
+  // the same error (the lowest failing rank's line), so no rank goes on alone into the next collective step.
   void flush();
   void close();  // collective; the destructor closes too (without throwing)
+  // After an agreed failure while writing: frees the file's space (rank 0 truncates it, so that closing can
+  // write its metadata on a full disk), closes it on every rank ignoring errors, and rank 0 deletes it.
+  // Collective; never throws.
+  void discard();
 
   // ---- writing (collective; every rank passes the same values) ----
   void create_group(const std::string& group);  // parents created as needed
@@ -96,6 +102,11 @@ class H5ParallelFile {
  private:
   H5ParallelFile(hid_t id, std::string path, Communicator* comm, H5ParallelOptions opt);
   hid_t dxpl() const;
+  // Throws on every rank when `error` is non-empty on any rank (collective when comm_ is set).
+  void agree(const std::string& error);
+  void create_groups(const std::string& group);
+  void agreed_attr(const std::string& object, const std::string& name, hid_t type, const void* value);
+  std::int64_t writes_ = 0;  // dataset writes so far (the failure-injection hook counts them)
   void record(const std::string& dataset, const RowChecksum& part);
   hid_t id_;
   std::string path_;

@@ -2,6 +2,8 @@
 // mean as sum + scale, non-blocking variants through MPI_I* with their post-processing on completion.
 #include "runtime/comm/mpi_communicator.hpp"
 
+#include "runtime/checkpoint/dir_lock.hpp"
+#include "runtime/comm/mpi_hang_guard.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
 
@@ -113,10 +115,11 @@ Layout make_layout(std::span<const std::size_t> counts, int nranks, const char* 
 
 class MpiPending final : public PendingOp {
  public:
-  explicit MpiPending(const char* call) : call_(call) {}
+  MpiPending(const char* call, std::size_t bytes_sent) : bytes(bytes_sent), call_(call) {}
   MPI_Request req = MPI_REQUEST_NULL;
   std::function<void()> finish;  // post-processing once the data has arrived
   Layout send_layout, recv_layout;  // must outlive the request
+  std::size_t bytes = 0;            // what this rank sends, for the hang message
 
   bool test() override {
     int done = 0;
@@ -125,6 +128,7 @@ class MpiPending final : public PendingOp {
     return done != 0;
   }
   void wait() override {
+    const MpiHangGuard::Watch watch(call_, bytes);
     check(MPI_Wait(&req, MPI_STATUS_IGNORE), call_);
     complete();
   }
@@ -203,11 +207,15 @@ std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key) const {
   return std::make_unique<MpiCommunicator>(sub, true);
 }
 
-void MpiCommunicator::barrier() { check(MPI_Barrier(comm_), "MPI_Barrier"); }
+void MpiCommunicator::barrier() {
+  const MpiHangGuard::Watch watch("MPI_Barrier", 0);
+  check(MPI_Barrier(comm_), "MPI_Barrier");
+}
 
 void MpiCommunicator::broadcast(void* buf, std::size_t count, DType dt, int root) {
   // Chunked so that messages beyond 2^31 elements work too.
   const std::size_t chunk = static_cast<std::size_t>(INT_MAX) / 2;
+  const MpiHangGuard::Watch watch("MPI_Bcast", count * dtype_size(dt));
   auto* p = static_cast<std::byte*>(buf);
   for (std::size_t off = 0; off < count || (count == 0 && off == 0); off += chunk) {
     const std::size_t c = std::min(chunk, count - off);
@@ -220,6 +228,7 @@ void MpiCommunicator::all_reduce(const void* send, void* recv, std::size_t count
   const MPI_Op mop = mpi_op(dt, op);
   const std::size_t chunk = static_cast<std::size_t>(INT_MAX) / 2;
   const std::size_t es = dtype_size(dt);
+  const MpiHangGuard::Watch watch("MPI_Allreduce", count * es);
   for (std::size_t off = 0; off < count; off += chunk) {
     const std::size_t c = std::min(chunk, count - off);
     void* r = static_cast<std::byte*>(recv) + off * es;
@@ -232,6 +241,7 @@ void MpiCommunicator::all_reduce(const void* send, void* recv, std::size_t count
 void MpiCommunicator::all_gather(const void* send, void* recv, std::size_t count, DType dt) {
   const int c = as_int(count, "MPI_Allgather");
   as_int(count * static_cast<std::size_t>(size_), "MPI_Allgather");
+  const MpiHangGuard::Watch watch("MPI_Allgather", count * dtype_size(dt));
   check(MPI_Allgather(send, c, mpi_type(dt), recv, c, mpi_type(dt), comm_), "MPI_Allgather");
 }
 
@@ -240,6 +250,7 @@ void MpiCommunicator::all_gather_v(const void* send, std::size_t send_count, voi
   Layout l = make_layout(recv_counts, size_, "MPI_Allgatherv");
   OS_CHECK(send_count == recv_counts[rank_], "all_gather_v: rank {} sends {} elements but recv_counts says {}",
            rank_, send_count, recv_counts[rank_]);
+  const MpiHangGuard::Watch watch("MPI_Allgatherv", send_count * dtype_size(dt));
   check(MPI_Allgatherv(send, l.counts[rank_], mpi_type(dt), recv, l.counts.data(), l.displs.data(), mpi_type(dt),
                        comm_),
         "MPI_Allgatherv");
@@ -247,6 +258,7 @@ void MpiCommunicator::all_gather_v(const void* send, std::size_t send_count, voi
 
 void MpiCommunicator::reduce_scatter(const void* send, void* recv, std::size_t count, DType dt, ReduceOp op) {
   const int c = as_int(count, "MPI_Reduce_scatter_block");
+  const MpiHangGuard::Watch watch("MPI_Reduce_scatter_block", count * static_cast<std::size_t>(size_) * dtype_size(dt));
   check(MPI_Reduce_scatter_block(send, recv, c, mpi_type(dt), mpi_op(dt, op), comm_), "MPI_Reduce_scatter_block");
   if (op == ReduceOp::Mean) scale_mean(recv, count, dt, size_);
 }
@@ -254,6 +266,7 @@ void MpiCommunicator::reduce_scatter(const void* send, void* recv, std::size_t c
 void MpiCommunicator::all_to_all(const void* send, void* recv, std::size_t count, DType dt) {
   const int c = as_int(count, "MPI_Alltoall");
   as_int(count * static_cast<std::size_t>(size_), "MPI_Alltoall");
+  const MpiHangGuard::Watch watch("MPI_Alltoall", count * static_cast<std::size_t>(size_) * dtype_size(dt));
   check(MPI_Alltoall(send, c, mpi_type(dt), recv, c, mpi_type(dt), comm_), "MPI_Alltoall");
 }
 
@@ -261,29 +274,32 @@ void MpiCommunicator::all_to_all_v(const void* send, std::span<const std::size_t
                                    std::span<const std::size_t> recv_counts, DType dt) {
   Layout s = make_layout(send_counts, size_, "MPI_Alltoallv");
   Layout r = make_layout(recv_counts, size_, "MPI_Alltoallv");
+  const MpiHangGuard::Watch watch("MPI_Alltoallv", static_cast<std::size_t>(s.displs.back() + s.counts.back()) * dtype_size(dt));
   check(MPI_Alltoallv(send, s.counts.data(), s.displs.data(), mpi_type(dt), recv, r.counts.data(), r.displs.data(),
                       mpi_type(dt), comm_),
         "MPI_Alltoallv");
 }
 
 void MpiCommunicator::send(const void* buf, std::size_t count, DType dt, int dest, int tag) {
+  const MpiHangGuard::Watch watch("MPI_Send", count * dtype_size(dt));
   check(MPI_Send(buf, as_int(count, "MPI_Send"), mpi_type(dt), dest, tag, comm_), "MPI_Send");
 }
 
 void MpiCommunicator::recv(void* buf, std::size_t count, DType dt, int src, int tag) {
+  const MpiHangGuard::Watch watch("MPI_Recv", count * dtype_size(dt));
   check(MPI_Recv(buf, as_int(count, "MPI_Recv"), mpi_type(dt), src, tag, comm_, MPI_STATUS_IGNORE), "MPI_Recv");
 }
 
 // ---------------- non-blocking ----------------
 
 Request MpiCommunicator::broadcast_async(void* buf, std::size_t count, DType dt, int root) {
-  auto p = std::make_unique<MpiPending>("MPI_Ibcast");
+  auto p = std::make_unique<MpiPending>("MPI_Ibcast", count * dtype_size(dt));
   check(MPI_Ibcast(buf, as_int(count, "MPI_Ibcast"), mpi_type(dt), root, comm_, &p->req), "MPI_Ibcast");
   return make_request(std::move(p));
 }
 
 Request MpiCommunicator::all_reduce_async(const void* send, void* recv, std::size_t count, DType dt, ReduceOp op) {
-  auto p = std::make_unique<MpiPending>("MPI_Iallreduce");
+  auto p = std::make_unique<MpiPending>("MPI_Iallreduce", count * dtype_size(dt));
   const void* s = send == recv ? MPI_IN_PLACE : send;
   check(MPI_Iallreduce(s, recv, as_int(count, "MPI_Iallreduce"), mpi_type(dt), mpi_op(dt, op), comm_, &p->req),
         "MPI_Iallreduce");
@@ -292,7 +308,7 @@ Request MpiCommunicator::all_reduce_async(const void* send, void* recv, std::siz
 }
 
 Request MpiCommunicator::all_gather_async(const void* send, void* recv, std::size_t count, DType dt) {
-  auto p = std::make_unique<MpiPending>("MPI_Iallgather");
+  auto p = std::make_unique<MpiPending>("MPI_Iallgather", count * dtype_size(dt));
   const int c = as_int(count, "MPI_Iallgather");
   as_int(count * static_cast<std::size_t>(size_), "MPI_Iallgather");
   check(MPI_Iallgather(send, c, mpi_type(dt), recv, c, mpi_type(dt), comm_, &p->req), "MPI_Iallgather");
@@ -301,7 +317,7 @@ Request MpiCommunicator::all_gather_async(const void* send, void* recv, std::siz
 
 Request MpiCommunicator::all_gather_v_async(const void* send, std::size_t send_count, void* recv,
                                             std::span<const std::size_t> recv_counts, DType dt) {
-  auto p = std::make_unique<MpiPending>("MPI_Iallgatherv");
+  auto p = std::make_unique<MpiPending>("MPI_Iallgatherv", send_count * dtype_size(dt));
   p->recv_layout = make_layout(recv_counts, size_, "MPI_Iallgatherv");
   OS_CHECK(send_count == recv_counts[rank_], "all_gather_v: rank {} sends {} elements but recv_counts says {}",
            rank_, send_count, recv_counts[rank_]);
@@ -314,7 +330,7 @@ Request MpiCommunicator::all_gather_v_async(const void* send, std::size_t send_c
 
 Request MpiCommunicator::reduce_scatter_async(const void* send, void* recv, std::size_t count, DType dt,
                                               ReduceOp op) {
-  auto p = std::make_unique<MpiPending>("MPI_Ireduce_scatter_block");
+  auto p = std::make_unique<MpiPending>("MPI_Ireduce_scatter_block", count * dtype_size(dt));
   check(MPI_Ireduce_scatter_block(send, recv, as_int(count, "MPI_Ireduce_scatter_block"), mpi_type(dt),
                                   mpi_op(dt, op), comm_, &p->req),
         "MPI_Ireduce_scatter_block");
@@ -323,7 +339,7 @@ Request MpiCommunicator::reduce_scatter_async(const void* send, void* recv, std:
 }
 
 Request MpiCommunicator::all_to_all_async(const void* send, void* recv, std::size_t count, DType dt) {
-  auto p = std::make_unique<MpiPending>("MPI_Ialltoall");
+  auto p = std::make_unique<MpiPending>("MPI_Ialltoall", count * dtype_size(dt));
   const int c = as_int(count, "MPI_Ialltoall");
   as_int(count * static_cast<std::size_t>(size_), "MPI_Ialltoall");
   check(MPI_Ialltoall(send, c, mpi_type(dt), recv, c, mpi_type(dt), comm_, &p->req), "MPI_Ialltoall");
@@ -332,7 +348,7 @@ Request MpiCommunicator::all_to_all_async(const void* send, void* recv, std::siz
 
 Request MpiCommunicator::all_to_all_v_async(const void* send, std::span<const std::size_t> send_counts, void* recv,
                                             std::span<const std::size_t> recv_counts, DType dt) {
-  auto p = std::make_unique<MpiPending>("MPI_Ialltoallv");
+  auto p = std::make_unique<MpiPending>("MPI_Ialltoallv", std::size_t{0});
   p->send_layout = make_layout(send_counts, size_, "MPI_Ialltoallv");
   p->recv_layout = make_layout(recv_counts, size_, "MPI_Ialltoallv");
   check(MPI_Ialltoallv(send, p->send_layout.counts.data(), p->send_layout.displs.data(), mpi_type(dt), recv,
@@ -342,13 +358,13 @@ Request MpiCommunicator::all_to_all_v_async(const void* send, std::span<const st
 }
 
 Request MpiCommunicator::send_async(const void* buf, std::size_t count, DType dt, int dest, int tag) {
-  auto p = std::make_unique<MpiPending>("MPI_Isend");
+  auto p = std::make_unique<MpiPending>("MPI_Isend", count * dtype_size(dt));
   check(MPI_Isend(buf, as_int(count, "MPI_Isend"), mpi_type(dt), dest, tag, comm_, &p->req), "MPI_Isend");
   return make_request(std::move(p));
 }
 
 Request MpiCommunicator::recv_async(void* buf, std::size_t count, DType dt, int src, int tag) {
-  auto p = std::make_unique<MpiPending>("MPI_Irecv");
+  auto p = std::make_unique<MpiPending>("MPI_Irecv", count * dtype_size(dt));
   check(MPI_Irecv(buf, as_int(count, "MPI_Irecv"), mpi_type(dt), src, tag, comm_, &p->req), "MPI_Irecv");
   return make_request(std::move(p));
 }
@@ -357,6 +373,7 @@ Request MpiCommunicator::recv_async(void* buf, std::size_t count, DType dt, int 
 
 void abort_job(const std::string& message, int code) {
   log::error_all("{}", message);
+  release_dir_locks_at_exit();
   std::fflush(stdout);
   std::fflush(stderr);
   if (mpi_running()) {

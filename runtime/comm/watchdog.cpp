@@ -54,6 +54,16 @@ std::size_t CommWatchdog::in_flight() const {
   return ops_.size();
 }
 
+std::string CommWatchdog::oldest() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Op* first = nullptr;
+  for (const auto& [id, op] : ops_)
+    if (!first || op.start < first->start) first = &op;
+  if (!first) return "";
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - first->start).count();
+  return fmt::format("{} (waiting {:.1f} s)", first->what, waited);
+}
+
 bool CommWatchdog::fired() const {
   std::lock_guard<std::mutex> lock(mu_);
   return fired_;
