@@ -90,4 +90,27 @@ expect_rc 2 "export with an unknown format" "$bin" ckpt export "$ck" --format on
 expect_rc 1 "export of a corrupt checkpoint" "$bin" ckpt export "$tmp/flipped.h5" --format llmc --out "$tmp/bad.bin"
 expect_rc 0 "diff with itself is zero" "$bin" ckpt diff "$ck" "$ck" --tolerance 0
 expect_rc 1 "diff of two steps exceeds 0" "$bin" ckpt diff "$tmp/run/step_00000002.h5" "$ck" --tolerance 0
+# Resuming keeps the metrics file's lines up to the checkpoint and appends: every step exactly once. A schedule
+# that the new train.steps moves gets a warning naming the key.
+lr_run=(--model.L=1 --model.C=32 --model.NH=4 --model.V=256 --model.Vp=256 --model.maxT=32 --train.seq_len=16
+        --train.batch_size=2 --optim.name=adamw --train.schedule=cosine --train.metrics="$tmp/m.jsonl")
+expect_rc 0 "a cosine run of 6 steps with metrics" timeout 60 "$mpiexec" --oversubscribe -n 2 "$bin" train \
+  "${lr_run[@]}" --train.steps=6 --checkpoint.dir="$tmp/lr" --checkpoint.every=3
+expect_rc 0 "resumed from step 3 with train.steps = 8" timeout 60 "$mpiexec" --oversubscribe -n 2 "$bin" train \
+  "${lr_run[@]}" --train.steps=8 --checkpoint.resume="$tmp/lr/step_00000003.h5" --checkpoint.dir="$tmp/lr" \
+  --checkpoint.every=8
+echo "$out" | grep -q "warning: the learning rate at the resume step 4 is .*, where the checkpoint's run would have used .*: changed train.steps 6 -> 8" ||
+  fail "no warning naming train.steps when the schedule moves at the resume step"
+steps=$(grep -o '"step": [0-9]*' "$tmp/m.jsonl" | awk '{print $2}' | tr '\n' ' ')
+[ "$steps" = "1 2 3 4 5 6 7 8 " ] || fail "metrics across a resume: steps '$steps', want each of 1..8 once"
+# `orthoshard eval` of the last checkpoint gives the trainer's validation loss of that step, at 1, 2 and 3 ranks.
+want=$(tail -1 "$tmp/m.jsonl" | sed -E 's/.*"val_loss": ([0-9.e+-]+).*/\1/')
+want=$(printf '%.6f' "$want")
+for np in 1 2 3; do
+  expect_rc 0 "eval at $np rank(s)" timeout 60 "$mpiexec" --oversubscribe -n "$np" "$bin" eval "$tmp/lr" \
+    --data builtin:synthetic:val
+  echo "$out" | grep -q "eval $tmp/lr/step_00000008.h5 (step 8) on 'builtin:synthetic:val': loss $want over 16 sequences of 16 tokens, $np rank(s)" ||
+    { fail "eval at $np rank(s) does not give the trainer's val loss $want"; echo "$out" | tail -2; }
+done
+expect_rc 2 "eval of a missing checkpoint" "$mpiexec" --oversubscribe -n 2 "$bin" eval "$tmp/none.h5" --data builtin:synthetic:val
 [ "$fails" -eq 0 ] && echo "PASS" || exit 1

@@ -47,6 +47,28 @@ TEST_F(MpiTest, NRanksReproduceOneRankForEveryOptimizer) {
   }
 }
 
+TEST_F(MpiTest, ValidationLossIsTheSameAtAnyWorldSize) {
+  // lr 0: the model stays the initial one, so every validation evaluates the same model, at N ranks and at one.
+  // 5 batches of 2 sequences = 10 sequences: uneven over 3 and 4 ranks.
+  const TrainConfig cfg = tiny("adamw", {"--optim.lr=0", "--train.steps=4", "--eval.every=2", "--eval.batches=5"});
+  const TrainResult dist = train(comm(), cfg, {true, true});
+  const TrainResult ref = one_rank(comm(), cfg);
+  ASSERT_EQ(dist.val_losses.size(), 2u);  // after steps 2 and 4
+  ASSERT_EQ(ref.val_losses.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(dist.val_losses[i].first, static_cast<std::int64_t>(2 * (i + 1)));
+    EXPECT_NEAR(dist.val_losses[i].second, ref.val_losses[i].second, 1e-6 * ref.val_losses[i].second);
+    EXPECT_NEAR(dist.val_losses[i].second, ref.val_losses[0].second, 1e-6 * ref.val_losses[0].second);
+  }
+  // An untrained byte-level model is close to uniform over V = 256: ln 256 = 5.545.
+  EXPECT_NEAR(ref.val_losses[0].second, std::log(256.0), 0.1);
+  // With training the validation loss falls, and "none" turns it off.
+  const TrainResult trained = train(comm(), tiny("adamw", {"--eval.every=5"}), {true, true});
+  ASSERT_EQ(trained.val_losses.size(), 2u);
+  EXPECT_LT(trained.val_losses[1].second, ref.val_losses[0].second);
+  EXPECT_TRUE(train(comm(), tiny("adamw", {"--eval.path=none"}), {true, true}).val_losses.empty());
+}
+
 TEST_F(MpiTest, GradAccumulationEqualsTheLargerBatch) {
   const TrainResult k2 = train(comm(), tiny("normuon", {"--train.grad_accum=2", "--train.batch_size=1"}), {true, true});
   // Same tokens: with W ranks, K = 2 micro-batches of 1 sequence cover the same window as K = 1 of 2,

@@ -312,7 +312,7 @@ TEST(TrainConfig, OverrideRecognition) {
   EXPECT_FALSE(is_config_override("--x.=3"));
   const auto keys = train_config_keys();
   // [model] gained arch (the model family), [runtime] grad_accum_mode and activation_checkpointing.
-  EXPECT_EQ(keys.size(), 9u + 3u + 14u + 20u + 6u + 13u);
+  EXPECT_EQ(keys.size(), 9u + 3u + 14u + 3u + 20u + 6u + 13u);
   EXPECT_EQ(keys.front(), "model.init_from");
 }
 
@@ -577,6 +577,32 @@ TEST(Metrics, WriterCreatesDirectoriesTruncatesAndFlushes) {
     ++n;
   }
   EXPECT_EQ(n, 1);
+}
+
+TEST(Metrics, AValidationLossIsOneMoreField) {
+  const auto j = nlohmann::json::parse(metrics_line(3, 2.5, 0.01, 1.0, 10.0, 2.75));
+  EXPECT_EQ(j["val_loss"].get<double>(), 2.75);
+  EXPECT_FALSE(nlohmann::json::parse(metrics_line(3, 2.5, 0.01, 1.0, 10.0)).contains("val_loss"));
+}
+
+TEST(Metrics, AResumedRunKeepsTheLinesUpToItsStepAndAppends) {
+  const fs::path path = scratch_dir() / "metrics.jsonl";
+  {
+    MetricsWriter w(path.string());
+    for (int s = 1; s <= 20; ++s) w.write(s, 10.0 - 0.1 * s, 0.01, 1.0, 100.0);  // a run checkpointed at 10, died at 20
+  }
+  {
+    MetricsWriter w(path.string(), 10);  // resumed from the checkpoint of step 10
+    for (int s = 11; s <= 25; ++s) w.write(s, 5.0, 0.01, 1.0, 100.0);
+  }
+  std::istringstream lines(read_text(path));
+  std::string line;
+  std::vector<int> steps;
+  while (std::getline(lines, line)) steps.push_back(nlohmann::json::parse(line)["step"].get<int>());
+  std::vector<int> want(25);
+  for (int i = 0; i < 25; ++i) want[i] = i + 1;
+  EXPECT_EQ(steps, want);  // every step exactly once, in order
+  EXPECT_NE(read_text(path).find(metrics_line(10, 10.0 - 0.1 * 10, 0.01, 1.0, 100.0)), std::string::npos);
 }
 
 TEST(Metrics, UnwritablePathIsAnErrorNamingIt) {

@@ -5,6 +5,7 @@
 #include "bench/ckpt_bench.hpp"
 #include "launch/cli/ckpt_tools.hpp"
 #include "launch/cli/env_info.hpp"
+#include "launch/cli/eval_cmd.hpp"
 #include "bench/gpu_bench.hpp"
 #include "bench/model_bench.hpp"
 #include "launch/cli/prepare_data.hpp"
@@ -51,6 +52,20 @@ int main(int argc, char** argv) {
   auto* selfcheck = app.add_subcommand("selfcheck", "Check every collective on the ranks of this job (mpirun -np N)");
   selfcheck->add_option("--inject-failure", inject_failure, "Make this rank fail, to check that the job ends")
       ->check(CLI::NonNegativeNumber);
+
+  EvalOptions eval_opt;
+  auto* eval_cmd = app.add_subcommand(
+      "eval", "Mean loss of a checkpoint on a token file (mpirun -np N: the same at any N)");
+  eval_cmd->add_option("checkpoint", eval_opt.checkpoint, "Checkpoint (step_<N>.h5, or a checkpoint directory)")
+      ->required();
+  eval_cmd->add_option("--data", eval_opt.data, "Token file (llm.c .bin, a glob, or builtin:synthetic:val)")
+      ->required();
+  eval_cmd->add_option("--batches", eval_opt.batches, "Batches of --batch-size sequences")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  eval_cmd->add_option("--batch-size", eval_opt.batch_size, "Sequences per batch (default: the checkpoint's)")
+      ->check(CLI::PositiveNumber);
+  eval_cmd->add_option("--seq-len", eval_opt.seq_len, "Tokens per sequence (default: the checkpoint's)")
+      ->check(CLI::PositiveNumber);
 
   std::string train_config_path;
   auto* train_cmd = app.add_subcommand(
@@ -248,6 +263,7 @@ int main(int argc, char** argv) {
       return comm_opt.overlap ? run_overlap_bench(*world, comm_opt) : run_comm_bench(*world, comm_opt);
     if (bench_optim->parsed()) return run_optim_bench(*world, optim_opt);
     if (replay->parsed()) return run_replay(*world, replay_opt);
+    if (eval_cmd->parsed()) return run_eval(*world, eval_opt);
     if (bench_train->parsed()) return run_train_bench(*world, bench_train_config, bench_train->remaining(), bench_train_json);
     if (bench_ckpt->parsed()) return run_ckpt_bench(*world, ckpt_bench_opt);
     if (train_cmd->parsed()) {

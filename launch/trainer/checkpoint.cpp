@@ -1,6 +1,7 @@
 // Checkpoint save/load of the trainer's state over parallel HDF5, and the resume policy.
 #include "launch/trainer/checkpoint.hpp"
 
+#include "launch/trainer/schedule.hpp"
 #include "runtime/checkpoint/commit.hpp"
 #include "runtime/comm/mpi_communicator.hpp"
 #include "runtime/core/error.hpp"
@@ -569,7 +570,7 @@ CheckpointInfo load_checkpoint(CheckpointTarget& t, const std::string& path, con
   // 3. Verified: apply (every rank, same decisions).
   const auto t_apply = std::chrono::steady_clock::now();
   agree(w, [&] {
-    t.loader.restore({train["data_epoch"], train["data_step"]});
+    if (t.restore_data_position) t.loader.restore({train["data_epoch"], train["data_step"]});
     for (std::size_t k = 0; k < reads.size(); ++k)
       if (state[k].raw() != nullptr)  // staged (owning tensors always have memory)
         optim.load_state(reads[k].param, reads[k].name, state[k]);
@@ -579,7 +580,7 @@ CheckpointInfo load_checkpoint(CheckpointTarget& t, const std::string& path, con
   log::debug("checkpoint load {}: open+metadata {:.3f} s, read {:.3f} s ({} bytes on rank 0), verify {:.3f} s, "
              "apply {:.3f} s", path, seconds_between(t_open, t_read), seconds_between(t_read, t_verify),
              f.bytes_read(), seconds_between(t_verify, t_apply), seconds_between(t_apply, std::chrono::steady_clock::now()));
-  if (train.count("tokens_per_step") && train["tokens_per_step"] != t.cfg.tokens_per_step(w.size()))
+  if (t.restore_data_position && train.count("tokens_per_step") && train["tokens_per_step"] != t.cfg.tokens_per_step(w.size()))
     log::warn("checkpoint '{}': {} tokens per step when saved, {} now; the data position is kept as (epoch {}, step "
               "{}), so the continuation reads other tokens than an uninterrupted run would",
               path, train["tokens_per_step"], t.cfg.tokens_per_step(w.size()), train["data_epoch"], train["data_step"]);
@@ -588,20 +589,59 @@ CheckpointInfo load_checkpoint(CheckpointTarget& t, const std::string& path, con
 
 // ---------------------------------------------------------------- resume policy and periodic saves
 
+namespace {
+
+// "section.key" -> value text, from a resolved TOML (one `key = value` per line).
+std::map<std::string, std::string> resolved_keys(const std::string& text) {
+  std::map<std::string, std::string> kv;
+  std::istringstream in(text);
+  std::string section, line;
+  while (std::getline(in, line)) {
+    if (line.size() > 2 && line.front() == '[' && line.back() == ']') section = line.substr(1, line.size() - 2);
+    const std::size_t eq = line.find(" = ");
+    if (eq != std::string::npos && line.front() != '#') kv[section + "." + line.substr(0, eq)] = line.substr(eq + 3);
+  }
+  return kv;
+}
+
+// When the learning rate at the resume step differs from what the checkpoint's run would have used there (a
+// changed train.steps moves a cosine or linear schedule, ...): one line with both values and the keys that
+// changed it. Nothing when the saved configuration cannot be read back.
+void warn_if_lr_changed(const TrainConfig& now, const std::string& saved_toml, std::int64_t step) {
+  const auto saved = resolved_keys(saved_toml);
+  const auto current = resolved_keys(now.resolved_toml());
+  static const char* const keys[] = {"optim.lr", "train.schedule", "train.warmup_steps", "train.min_lr_ratio",
+                                     "train.steps"};
+  std::vector<std::string> overrides, changed;
+  for (const char* k : keys) {
+    const auto it = saved.find(k);
+    if (it == saved.end()) return;
+    std::string v = it->second;
+    if (v.size() >= 2 && v.front() == '"') v = v.substr(1, v.size() - 2);
+    overrides.push_back(fmt::format("--{}={}", k, v));
+    if (current.count(k) && current.at(k) != it->second) changed.push_back(fmt::format("{} {} -> {}", k, it->second, current.at(k)));
+  }
+  if (changed.empty()) return;
+  TrainConfig before;
+  try {
+    before = load_train_config("", overrides);
+  } catch (const std::exception&) {
+    return;
+  }
+  const double lr_before = before.optim.lr * lr_multiplier(before, step);
+  const double lr_now = now.optim.lr * lr_multiplier(now, step);
+  if (std::abs(lr_now - lr_before) <= 1e-12 * std::max(std::abs(lr_before), std::abs(lr_now))) return;
+  std::string list;
+  for (const auto& c : changed) list += (list.empty() ? "" : ", ") + c;
+  log::warn("the learning rate at the resume step {} is {:.4g}, where the checkpoint's run would have used {:.4g}: "
+            "changed {}", step + 1, lr_now, lr_before, list);
+}
+
+}  // namespace
+
 std::vector<std::string> config_changes(const std::string& saved_toml, const std::string& current_toml) {
-  auto parse = [](const std::string& text) {
-    std::map<std::string, std::string> kv;
-    std::istringstream in(text);
-    std::string section, line;
-    while (std::getline(in, line)) {
-      if (line.size() > 2 && line.front() == '[' && line.back() == ']') section = line.substr(1, line.size() - 2);
-      const std::size_t eq = line.find(" = ");
-      if (eq != std::string::npos && line.front() != '#') kv[section + "." + line.substr(0, eq)] = line.substr(eq + 3);
-    }
-    return kv;
-  };
-  auto a = parse(saved_toml);
-  const auto b = parse(current_toml);
+  auto a = resolved_keys(saved_toml);
+  const auto b = resolved_keys(current_toml);
   // Checkpoints from before model families were all GPT-2: their configuration has no [model] arch.
   if (!saved_toml.empty() && !a.count("model.arch")) a["model.arch"] = "\"gpt2\"";
   std::vector<std::string> out;
@@ -702,6 +742,7 @@ std::int64_t Checkpointer::resume() {
     for (const auto& c : changes) list += "\n  " + c;
     if (!changes.empty()) log::info("configuration changed since the checkpoint:{}", list);
   }
+  if (talk_ && !info.config.empty()) warn_if_lr_changed(t_.cfg, info.config, info.step);
   if (talk_ && info.step >= t_.cfg.train.steps)
     log::info("the checkpoint is at step {} and train.steps = {}: nothing left to train", info.step,
               t_.cfg.train.steps);

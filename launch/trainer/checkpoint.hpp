@@ -41,6 +41,7 @@ struct CheckpointTarget {
   DataLoader& loader;
   const TrainConfig& cfg;
   const Model& model;
+  bool restore_data_position = true;  // false: loading leaves the loader alone (evaluation of a checkpoint)
 };
 
 struct CheckpointInfo {

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -33,7 +34,8 @@ std::string eta(double seconds) {
 StepLog::StepLog(const TrainConfig& cfg, std::int64_t first_step, std::int64_t tokens_per_step, bool talk,
                  bool metrics_rank)
     : cfg_(cfg), first_step_(first_step), tokens_per_step_(tokens_per_step), talk_(talk) {
-  if (!cfg.train.metrics.empty() && metrics_rank) metrics_ = std::make_unique<MetricsWriter>(cfg.train.metrics);
+  if (!cfg.train.metrics.empty() && metrics_rank)
+    metrics_ = std::make_unique<MetricsWriter>(cfg.train.metrics, first_step);  // resumed: keeps steps <= first_step
   result_.first_step = first_step;
 }
 
@@ -57,22 +59,31 @@ bool StepLog::update_allowed(std::int64_t step, double loss, double grad_norm) {
   return false;
 }
 
-void StepLog::record(std::int64_t step, double loss, double grad_norm, double lr, double dt, double comm_wait_ms) {
+void StepLog::record(std::int64_t step, double loss, double grad_norm, double lr, double dt, double comm_wait_ms,
+                     std::optional<double> val_loss) {
   if (step == first_step_) wait_at_first_ = comm_wait_ms;
   if (step > first_step_) timed_s_ += dt;
   result_.losses.push_back(loss);
   result_.grad_norms.push_back(grad_norm);
+  if (val_loss) result_.val_losses.emplace_back(step + 1, *val_loss);
   const double tps = tokens_per_step() / dt;
-  if (metrics_) metrics_->write(step + 1, loss, lr, grad_norm, tps);
+  if (metrics_) metrics_->write(step + 1, loss, lr, grad_norm, tps, val_loss);
   const auto& tc = cfg_.train;
   if (talk_ && ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps))
     log::info("step {:>5}/{} | loss {:.6f} | lr {:.3e} | grad norm {:.4f} | {:>8.0f} tok/s | {:>8.1f} ms/step | "
               "ETA {}",
               step + 1, tc.steps, loss, lr, grad_norm, tps, dt * 1e3,
               eta(dt * static_cast<double>(tc.steps - step - 1)));
+  if (talk_ && val_loss) log::info("step {:>5}/{} | val loss {:.6f}", step + 1, tc.steps, *val_loss);
 }
 
 TrainResult StepLog::finish(double comm_wait_ms) {
+  if (talk_ && !result_.val_losses.empty()) {
+    const auto best = std::min_element(result_.val_losses.begin(), result_.val_losses.end(),
+                                       [](const auto& a, const auto& b) { return a.second < b.second; });
+    log::info("validation: best val loss {:.6f} at step {}, last {:.6f} at step {}", best->second, best->first,
+              result_.val_losses.back().second, result_.val_losses.back().first);
+  }
   const auto timed_steps = static_cast<std::int64_t>(result_.losses.size()) - 1;  // fewer when stopped early
   if (timed_steps > 0) {
     result_.tokens_per_s = tokens_per_step() * static_cast<double>(timed_steps) / timed_s_;

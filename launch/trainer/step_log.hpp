@@ -8,6 +8,7 @@
 #include "models/data/loader.hpp"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,7 +35,9 @@ class StepLog {
   bool update_allowed(std::int64_t step, double loss, double grad_norm);
   // Step `step` took dt seconds (the slowest rank's); comm_wait_ms: the engine's running total of time
   // blocked in collectives.
-  void record(std::int64_t step, double loss, double grad_norm, double lr, double dt, double comm_wait_ms);
+  // val_loss: the validation loss after the step, when it ran.
+  void record(std::int64_t step, double loss, double grad_norm, double lr, double dt, double comm_wait_ms,
+              std::optional<double> val_loss = std::nullopt);
   // The result, with tokens/s and the blocked share filled in from the steps after the first.
   TrainResult finish(double comm_wait_ms);
   double tokens_per_step() const { return static_cast<double>(tokens_per_step_); }

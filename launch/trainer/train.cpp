@@ -11,6 +11,7 @@
 #include "launch/trainer/schedule.hpp"
 #include "launch/trainer/step_log.hpp"
 #include "launch/trainer/stop_signals.hpp"
+#include "launch/trainer/validation.hpp"
 #include "models/data/loader.hpp"
 #include "models/data/synthetic.hpp"
 #include "models/data/token_stream.hpp"
@@ -24,6 +25,7 @@
 #include <chrono>
 #include <cmath>
 #include <memory>
+#include <optional>
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -114,6 +116,10 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
   auto stream = TokenStream::open(cfg.data.path);
   stream->check_vocab(model->vocab_size(), me, W);  // every token < V, each rank a slice, before the first step
   DataLoader loader(stream, loader_config(cfg, W, me, model->vocab_size()));
+  // Validation ([eval]): the same sequences every time, split over the ranks.
+  std::unique_ptr<Validation> validation;
+  if (const std::string vp = validation_path(cfg); !vp.empty())
+    validation = std::make_unique<Validation>(vp, cfg, model->vocab_size(), me, W);
   Tensor inputs = Tensor::empty({tc.batch_size, tc.seq_len}, DType::I32);
   Tensor targets = Tensor::empty({tc.batch_size, tc.seq_len}, DType::I32);
   runner.set_batch(tc.batch_size, tc.seq_len, tc.grad_accum);
@@ -132,6 +138,10 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
               W, backend->describe(), tokens_per_step, W, tc.grad_accum, tc.batch_size, tc.seq_len, cfg.optim.name,
               optim.plan().tasks.size(), shard.size());
     if (const std::string line = backend->rank_line(); !line.empty()) log::info_all("{}", line);
+    if (validation)
+      log::info("validation: {}; {}", validation->describe(),
+                cfg.eval.every > 0 ? fmt::format("every {} steps and after the last", cfg.eval.every)
+                                   : std::string("after the last step"));
   }
 
   const auto& units = model->units();
@@ -154,6 +164,20 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     engine.gather(u);
     for (std::size_t k = 1; k <= depth && u + k < U; ++k) engine.prefetch(u + k);
   };
+  // Forward of every unit on the runner's tokens; a unit is released after it unless its backward or a later unit
+  // (a tied embedding) still reads it.
+  auto forward = [&] {
+    for (std::size_t u = 0; u < U; ++u) {
+      gather_forward(u);
+      runner.forward(units[u], fulls);
+      if (reshard && !keep[u]) engine.release(u);
+    }
+  };
+  // The validation pass: forwards only, everything released after each.
+  auto eval_forward = [&] {
+    forward();
+    for (std::size_t u = 0; u < U; ++u) engine.release(u);
+  };
   auto prefetch_backward = [&](std::size_t u) {
     for (std::size_t k = 1; k <= depth && k <= u; ++k)
       if (units[u - k].backward_reads_params) engine.prefetch(u - k);
@@ -169,8 +193,17 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
   };
 
   // Checkpoints: resume as checkpoint.resume says (at any world size), save every checkpoint.every steps.
-  Checkpointer checkpointer({world, shard.rank(), backend->replica_index(), engine, optim, loader, cfg, *model}, talk);
+  Checkpointer checkpointer(
+      {world, shard.rank(), backend->replica_index(), engine, optim, loader, cfg, *model, !opt.evaluate_only}, talk);
   const std::int64_t first_step = checkpointer.resume();
+  if (opt.evaluate_only) {
+    if (!validation) throw UsageError("eval: no validation data (eval.path)");
+    TrainResult r;
+    r.first_step = first_step;
+    r.val_sequences = validation->sequences();
+    r.val_losses.emplace_back(first_step, validation->run(world, runner, eval_forward));
+    return r;
+  }
 
   StepLog steps(cfg, first_step, tokens_per_step, talk, me == 0);
   const StopSignals stop_signals;  // SIGTERM, SIGINT, SIGUSR1/2: stop at the next step boundary with a checkpoint
@@ -184,11 +217,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
       const bool last = j + 1 == tc.grad_accum;
       loader.load(j, inputs, targets);
       runner.set_tokens(inputs, targets);
-      for (std::size_t u = 0; u < U; ++u) {
-        gather_forward(u);
-        runner.forward(units[u], fulls);
-        if (reshard && !keep[u]) engine.release(u);
-      }
+      forward();
       // Backward in reverse; the last micro-batch reduce-scatters each unit as soon as it is done.
       for (std::size_t u = U; u-- > 0;) {
         if (units[u].backward_reads_params) engine.gather(u);
@@ -216,7 +245,10 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     const double dt = world.all_reduce_scalar(seconds_since(t0), ReduceOp::Max);
     if (talk && step == first_step)
       log::info_all("{}", memory_report(engine, optim, runner, backend->device(), shard.size()).line);
-    steps.record(step, loss, grad_norm, cfg.optim.lr * lr_mult, dt, engine.comm_wait_ms());
+    std::optional<double> val_loss;
+    if (validation && (step + 1 == tc.steps || (cfg.eval.every > 0 && (step + 1) % cfg.eval.every == 0)))
+      val_loss = validation->run(world, runner, eval_forward);
+    steps.record(step, loss, grad_norm, cfg.optim.lr * lr_mult, dt, engine.comm_wait_ms(), val_loss);
     // A stop signal on any rank stops every rank here, after a checkpoint of this step.
     stop_signal = static_cast<int>(world.all_reduce_scalar(StopSignals::pending(), ReduceOp::Max));
     const std::string saved = checkpointer.after_step(step + 1, updated, stop_signal != 0);

@@ -49,7 +49,7 @@ std::string RuntimeSection::sharding() const {
 
 namespace {
 
-const std::vector<std::string_view> kSections = {"model", "data", "train", "optim", "checkpoint", "runtime"};
+const std::vector<std::string_view> kSections = {"model", "data", "train", "eval", "optim", "checkpoint", "runtime"};
 constexpr std::string_view kSectionList = "model, data, train, optim, checkpoint, runtime";
 
 enum class Kind { Int, Float, Bool, String, FloatList, StringList, StringOrFloat };
@@ -290,6 +290,13 @@ const std::vector<KeySpec>& schema() {
     {"train", "loss_limit", Kind::Float,
      [](TrainConfig& c, const Value& v) { c.train.loss_limit = float_at_least(v, 0.0); },
      [](const TrainConfig& c) { return toml_float(c.train.loss_limit); }},
+    // [eval]
+    {"eval", "path", Kind::String, [](TrainConfig& c, const Value& v) { c.eval.path = nonempty_string(v); },
+     [](const TrainConfig& c) { return toml_string(c.eval.path); }},
+    {"eval", "every", Kind::Int, [](TrainConfig& c, const Value& v) { c.eval.every = int_at_least(v, 0); },
+     [](const TrainConfig& c) { return toml_int(c.eval.every); }},
+    {"eval", "batches", Kind::Int, [](TrainConfig& c, const Value& v) { c.eval.batches = int_at_least(v, 1); },
+     [](const TrainConfig& c) { return toml_int(c.eval.batches); }},
     // [optim]: stored through optim_config_from_json; written back from OptimConfig.
     {"optim", "name", Kind::String, nullptr, [](const TrainConfig& c) { return toml_string(c.optim.name); }},
     {"optim", "lr", Kind::Float, nullptr, [](const TrainConfig& c) { return toml_float(c.optim.lr); }},
@@ -709,6 +716,8 @@ std::string unknown_key_message(const Origin& origin, std::string_view section, 
   return msg;
 }
 
+void read_text(Builder& b, const std::string& text, const std::string& path);
+
 void read_file(Builder& b, const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw UsageError("config file '" + path + "' not found");
@@ -717,9 +726,13 @@ void read_file(Builder& b, const std::string& path) {
   if (!in) throw UsageError("config file '" + path + "' cannot be read");
   std::ostringstream text;
   text << in.rdbuf();
+  read_text(b, text.str(), path);
+}
+
+void read_text(Builder& b, const std::string& text, const std::string& path) {
   toml::table root;
   try {
-    root = toml::parse(text.str(), path);
+    root = toml::parse(text, path);
   } catch (const toml::parse_error& e) {
     const auto& where = e.source().begin;
     std::string what(e.description());
@@ -780,6 +793,14 @@ void read_overrides(Builder& b, const std::vector<std::string>& args) {
 TrainConfig load_train_config(const std::string& toml_path, const std::vector<std::string>& overrides) {
   Builder b(toml_path);
   if (!toml_path.empty()) read_file(b, toml_path);
+  read_overrides(b, overrides);
+  return b.finish();
+}
+
+TrainConfig load_train_config_text(const std::string& toml_text, const std::string& source,
+                                   const std::vector<std::string>& overrides) {
+  Builder b(source);
+  read_text(b, toml_text, source);
   read_overrides(b, overrides);
   return b.finish();
 }

@@ -1,4 +1,4 @@
-// The trainer's configuration: a TOML file ([model] [data] [train] [optim] [checkpoint] [runtime]) plus
+// The trainer's configuration: a TOML file ([model] [data] [train] [eval] [optim] [checkpoint] [runtime]) plus
 // command-line overrides `--section.key=value`, typed by one schema, validated with errors naming the key.
 #pragma once
 
@@ -51,6 +51,16 @@ struct TrainSection {
   std::int64_t max_skipped_steps = 10;  // nan_policy = skip: this many skipped steps in a row stop the run
   double loss_limit = 0;                // a finite loss above it stops the run (diverged); 0 = no limit
   bool operator==(const TrainSection&) const = default;
+};
+
+// [eval]: the validation loss (launch/trainer/validation.hpp).
+struct EvalSection {
+  // "auto": `<data>_val.bin` beside a data file when it exists (builtin:synthetic: builtin:synthetic:val), else
+  // none; "none": no validation; or a token file, glob or builtin spec.
+  std::string path = "auto";
+  std::int64_t every = 0;    // validate every N steps (0: only after the last step)
+  std::int64_t batches = 8;  // batches of train.batch_size sequences of train.seq_len tokens, split over the ranks
+  bool operator==(const EvalSection&) const = default;
 };
 
 // [checkpoint]: stored here; the checkpoint code gives them their effect.
@@ -106,6 +116,7 @@ struct TrainConfig {
   ModelSection model;
   DataSection data;
   TrainSection train;
+  EvalSection eval;
   OptimConfig optim;  // the optimizer's own struct, parsed by optim_config_from_json
   CheckpointSection checkpoint;
   RuntimeSection runtime;
@@ -127,6 +138,10 @@ struct TrainConfig {
 // Checks that need the model file or the world size (seq_len <= maxT, world size divisible by the hybrid
 // group) are left to the trainer.
 TrainConfig load_train_config(const std::string& toml_path, const std::vector<std::string>& overrides = {});
+
+// The same from TOML text (a checkpoint's saved configuration); `source` names it in errors.
+TrainConfig load_train_config_text(const std::string& toml_text, const std::string& source,
+                                   const std::vector<std::string>& overrides = {});
 
 // True for an argument that looks like an override (`--section.key...`), for CLI pre-filtering.
 bool is_config_override(std::string_view arg);
