@@ -93,7 +93,8 @@ OptimConfig optim_config_from_json(const nlohmann::json& j, const std::vector<st
         else if (s == "paper") c.scale = MatrixScale::Paper;
         else throw UsageError("optim.scale: '" + s + "' is not keller, moonlight, none, paper or a number (conda)");
       }
-    } else if (k == "update_proj_gap") c.update_proj_gap = integer(v, k);
+    } else if (k == "conda_scale") c.conda_scale = num(v, k);
+    else if (k == "update_proj_gap") c.update_proj_gap = integer(v, k);
     else if (k == "proj_type") {
       const std::string s = str(v, k);
       if (s == "std") c.proj_type = CondaProjType::Std;

@@ -112,5 +112,20 @@ for np in 1 2 3; do
   echo "$out" | grep -q "eval $tmp/lr/step_00000008.h5 (step 8) on 'builtin:synthetic:val': loss $want over 16 sequences of 16 tokens, $np rank(s)" ||
     { fail "eval at $np rank(s) does not give the trainer's val loss $want"; echo "$out" | tail -2; }
 done
+# Fine-tuning: model.init_from an orthoshard checkpoint takes its architecture and weights (fresh optimizer, step 0).
+# With lr 0 the weights stay the checkpoint's, so the run's validation loss is eval's of the checkpoint; another
+# optimizer than the checkpoint's is fine.
+for np in 2 3; do
+  expect_rc 0 "fine-tune from a checkpoint at $np ranks" timeout 60 "$mpiexec" --oversubscribe -n "$np" "$bin" train \
+    --model.L=5 --train.seq_len=16 --train.batch_size=2 --train.steps=1 --optim.name=adamw \
+    --optim.lr=0 --model.init_from="$tmp/lr/step_00000008.h5" --train.metrics="$tmp/ft$np.jsonl"
+  echo "$out" | grep -q "from $tmp/lr/step_00000008.h5" || fail "fine-tune: the model line does not name the checkpoint"
+  got=$(printf '%.6f' "$(sed -E 's/.*"val_loss": ([0-9.e+-]+).*/\1/' "$tmp/ft$np.jsonl")")
+  [ "$got" = "$want" ] || fail "fine-tune at $np ranks: val loss $got at step 1 with lr 0, want the checkpoint's $want"
+done
+expect_rc 1 "init_from a corrupt checkpoint" timeout 60 "$mpiexec" --oversubscribe -n 2 "$bin" train \
+  --model.init_from="$tmp/flipped.h5" --train.steps=1 --train.seq_len=16
+echo "$out" | grep -q "error: model.init_from '$tmp/flipped.h5' is corrupt: /model/wte" ||
+  fail "init_from a corrupt checkpoint: no line naming /model/wte"
 expect_rc 2 "eval of a missing checkpoint" "$mpiexec" --oversubscribe -n 2 "$bin" eval "$tmp/none.h5" --data builtin:synthetic:val
 [ "$fails" -eq 0 ] && echo "PASS" || exit 1

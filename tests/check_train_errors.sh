@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Bad trainer input ends a 2-rank job quickly with a non-zero status and one line naming the problem,
-# printed by every rank.
+# Bad trainer input ends a 2-rank job quickly with a non-zero status and one line naming the problem (the ranks
+# that fail together print it once).
 # usage: check_train_errors.sh MPIEXEC ORTHOSHARD SMOKE_TOML
 set -u
 mpiexec=$1 bin=$2 smoke=$3
@@ -14,8 +14,9 @@ check() {  # check "what" "expected message regex" args...
   out=$(timeout 60 "$mpiexec" --oversubscribe -n 2 "$bin" train "${cfg[@]}" --train.steps=3 "$@" 2>&1)
   local rc=$? elapsed=$(( $(date +%s) - start ))
   local ranks=$(echo "$out" | grep -cE "\[rank [01]/2\] error: .*$want")
-  if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ] || [ "$ranks" -lt 1 ] || [ "$elapsed" -gt 20 ]; then
-    echo "FAIL: $what: exit $rc after ${elapsed}s, $ranks rank line(s) matching '$want'"
+  local lines=$(echo "$out" | grep -cE "error: ")
+  if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ] || [ "$ranks" -lt 1 ] || [ "$lines" -ne 1 ] || [ "$elapsed" -gt 20 ]; then
+    echo "FAIL: $what: exit $rc after ${elapsed}s, $ranks rank line(s) matching '$want', $lines error line(s) (want 1)"
     echo "$out" | head -20
     fails=$((fails + 1))
   else

@@ -8,6 +8,7 @@
 
 #include "launch/trainer/backend.hpp"
 #include "launch/trainer/checkpoint.hpp"
+#include "launch/trainer/init_checkpoint.hpp"
 #include "launch/trainer/schedule.hpp"
 #include "launch/trainer/step_log.hpp"
 #include "launch/trainer/stop_signals.hpp"
@@ -93,8 +94,12 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
   // A collective stuck past runtime.comm_timeout_s ends the job with a line naming it (every backend's MPI side;
   // the NCCL communicator has its own watchdog).
   const MpiHangGuard hang_guard(world, cfg.runtime.comm_timeout_s);
-  // The model (from its file or a seeded random init, identical on every rank) and the backend, then sharded.
-  std::unique_ptr<Model> model = make_model(cfg.model);
+  // The model (from its file, an orthoshard checkpoint or a seeded random init, identical on every rank) and the
+  // backend, then sharded.
+  std::unique_ptr<CheckpointInit> from_checkpoint;
+  if (!cfg.model.init_from.empty() && CheckpointInit::is_checkpoint(cfg.model.init_from))
+    from_checkpoint = std::make_unique<CheckpointInit>(world, cfg.model.init_from);
+  std::unique_ptr<Model> model = from_checkpoint ? from_checkpoint->take_model() : make_model(cfg.model);
   model->check_sequence_length(tc.seq_len);
   std::unique_ptr<TrainBackend> backend =
       on_gpu ? make_device_backend(world, cfg, *model) : make_host_backend(world, cfg, *model, overlap);
@@ -108,9 +113,13 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     Shape local = p.shape;
     local[0] = rows.rows();
     Tensor init = Tensor::empty(local, DType::F32);
-    model->initial_rows(p.name, rows.begin, rows.end, init.data<float>());
+    if (from_checkpoint)
+      from_checkpoint->read_rows(p.name, rows.begin, rows.end, backend->replica_index() == 0, init.data<float>());
+    else
+      model->initial_rows(p.name, rows.begin, rows.end, init.data<float>());
     engine.shard_from_host(p.name, init);
   }
+  if (from_checkpoint) from_checkpoint->finish();
 
   // Data: rank r of W reads its blocks of each step's window (independent of W).
   auto stream = TokenStream::open(cfg.data.path);
@@ -208,6 +217,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
   StepLog steps(cfg, first_step, tokens_per_step, talk, me == 0);
   const StopSignals stop_signals;  // SIGTERM, SIGINT, SIGUSR1/2: stop at the next step boundary with a checkpoint
   int stop_signal = 0;
+  double eval_wait_ms = 0;  // time blocked in collectives during validation
   const auto run_start = Clock::now();
   for (std::int64_t step = first_step; step < tc.steps; ++step) {
     const auto t0 = Clock::now();
@@ -246,9 +256,12 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     if (talk && step == first_step)
       log::info_all("{}", memory_report(engine, optim, runner, backend->device(), shard.size()).line);
     std::optional<double> val_loss;
-    if (validation && (step + 1 == tc.steps || (cfg.eval.every > 0 && (step + 1) % cfg.eval.every == 0)))
+    if (validation && (step + 1 == tc.steps || (cfg.eval.every > 0 && (step + 1) % cfg.eval.every == 0))) {
+      const double wait0 = engine.comm_wait_ms();
       val_loss = validation->run(world, runner, eval_forward);
-    steps.record(step, loss, grad_norm, cfg.optim.lr * lr_mult, dt, engine.comm_wait_ms(), val_loss);
+      eval_wait_ms += engine.comm_wait_ms() - wait0;  // not the steps' time in collectives
+    }
+    steps.record(step, loss, grad_norm, cfg.optim.lr * lr_mult, dt, engine.comm_wait_ms() - eval_wait_ms, val_loss);
     // A stop signal on any rank stops every rank here, after a checkpoint of this step.
     stop_signal = static_cast<int>(world.all_reduce_scalar(StopSignals::pending(), ReduceOp::Max));
     const std::string saved = checkpointer.after_step(step + 1, updated, stop_signal != 0);
@@ -261,7 +274,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     }
   }
   MpiHangGuard::set_step(0);
-  TrainResult result = steps.finish(engine.comm_wait_ms());
+  TrainResult result = steps.finish(engine.comm_wait_ms() - eval_wait_ms);
   result.stop_signal = stop_signal;
   const MemoryReport mem = memory_report(engine, optim, runner, backend->device(), shard.size());
   result.sharded_bytes = mem.sharded;

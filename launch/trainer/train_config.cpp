@@ -309,10 +309,11 @@ const std::vector<KeySpec>& schema() {
     {"optim", "beta2", Kind::Float, nullptr, [](const TrainConfig& c) { return toml_float(c.optim.beta2); }},
     {"optim", "nesterov", Kind::Bool, nullptr, [](const TrainConfig& c) { return toml_bool(c.optim.nesterov); }},
     {"optim", "ns_steps", Kind::Int, nullptr, [](const TrainConfig& c) { return toml_int(c.optim.ns_steps); }},
+    // scale: Muon's and NorMuon's (a number is the old spelling of conda_scale); conda_scale: Conda's. Separate keys,
+    // so that a configuration switches optim.name without editing either.
     {"optim", "scale", Kind::StringOrFloat, nullptr,
-     [](const TrainConfig& c) {
-       return c.optim.name == "conda" ? toml_float(c.optim.conda_scale) : toml_string(scale_name(c.optim.scale));
-     }},
+     [](const TrainConfig& c) { return toml_string(scale_name(c.optim.scale)); }},
+    {"optim", "conda_scale", Kind::Float, nullptr, [](const TrainConfig& c) { return toml_float(c.optim.conda_scale); }},
     {"optim", "update_proj_gap", Kind::Int, nullptr,
      [](const TrainConfig& c) { return toml_int(c.optim.update_proj_gap); }},
     {"optim", "proj_type", Kind::String, nullptr,
@@ -672,14 +673,15 @@ class Builder {
 
   void check_optim() const {
     const OptimConfig& o = cfg_.optim;
-    if (optim_json_.contains("scale")) {
-      if (o.name == "conda" && !scale_is_number_)
-        throw UsageError(name("optim", "scale") + ": Conda's scale is a number (default 0.25), got '" +
-                         optim_json_.at("scale").get<std::string>() + "'");
-      if (o.name != "conda" && scale_is_number_)
-        throw UsageError(fmt::format("{}: a number is Conda's scale; optim.name = {} takes keller, moonlight, "
-                                     "none{}", name("optim", "scale"), o.name,
-                                     o.name == "normuon" ? " or paper" : ""));
+    // A string scale is Muon's and NorMuon's and Conda ignores it; a number is the old spelling of Conda's scale.
+    if (optim_json_.contains("scale") && scale_is_number_) {
+      if (optim_json_.contains("conda_scale"))
+        throw UsageError(name("optim", "scale") + ": a number here is the old spelling of optim.conda_scale, which is "
+                         "set too; remove one");
+      if (o.name != "conda")
+        throw UsageError(fmt::format("{}: a number is Conda's scale: write it as optim.conda_scale (then optim.name "
+                                     "can change freely); optim.scale is Muon's and NorMuon's: keller, moonlight, "
+                                     "none{}", name("optim", "scale"), o.name == "normuon" ? " or paper" : ""));
     }
     const std::pair<const char*, double> non_negative[] = {
         {"lr", o.lr}, {"weight_decay", o.weight_decay}, {"eps", o.eps}, {"adam_lr", o.adam.lr},

@@ -21,6 +21,7 @@ namespace {
 // Process-wide MPI objects created after MPI_Init and freed before MPI_Finalize.
 MPI_Op g_bf16_sum = MPI_OP_NULL;
 MPI_Op g_bf16_max = MPI_OP_NULL;
+MPI_Comm g_error_comm = MPI_COMM_NULL;  // abort_job's agreement on who prints (used nowhere else)
 
 void bf16_sum_fn(void* in, void* inout, int* len, MPI_Datatype*) {
   auto* a = static_cast<const bf16*>(in);
@@ -157,6 +158,7 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv, bool thread_multiple) {
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   check(MPI_Op_create(&bf16_sum_fn, 1, &g_bf16_sum), "MPI_Op_create(bf16 sum)");
   check(MPI_Op_create(&bf16_max_fn, 1, &g_bf16_max), "MPI_Op_create(bf16 max)");
+  check(MPI_Comm_dup(MPI_COMM_WORLD, &g_error_comm), "MPI_Comm_dup");
   int r = 0, n = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &r);
   MPI_Comm_size(MPI_COMM_WORLD, &n);
@@ -167,6 +169,7 @@ MpiRuntime::~MpiRuntime() {
   if (!mpi_running()) return;
   MPI_Op_free(&g_bf16_sum);
   MPI_Op_free(&g_bf16_max);
+  if (g_error_comm != MPI_COMM_NULL) MPI_Comm_free(&g_error_comm);
   MPI_Finalize();
 }
 
@@ -372,16 +375,35 @@ Request MpiCommunicator::recv_async(void* buf, std::size_t count, DType dt, int 
 // ---------------- abort path ----------------
 
 void abort_job(const std::string& message, int code) {
-  log::error_all("{}", message);
   release_dir_locks_at_exit();
+  int n = 1, me = 0;
+  if (mpi_running()) {
+    MPI_Comm_size(MPI_COMM_WORLD, &n);
+    MPI_Comm_rank(MPI_COMM_WORLD, &me);
+  }
+  // Ranks that fail together (a bad configuration, the same missing file) print one line between them: they find
+  // each other within half a second on abort_job's own communicator, and the lowest prints. A rank failing alone
+  // prints its own.
+  bool print = true;
+  if (n > 1 && g_error_comm != MPI_COMM_NULL) {
+    int lowest = me;
+    MPI_Request req = MPI_REQUEST_NULL;
+    if (MPI_Iallreduce(&me, &lowest, 1, MPI_INT, MPI_MIN, g_error_comm, &req) == MPI_SUCCESS) {
+      int done = 0;
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+      while (!done && std::chrono::steady_clock::now() < until) {
+        MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+      print = !done || lowest == me;
+    }
+  }
+  if (print) log::error_all("{}", message);
   std::fflush(stdout);
   std::fflush(stderr);
   if (mpi_running()) {
-    int n = 1;
-    MPI_Comm_size(MPI_COMM_WORLD, &n);
     if (n > 1) {
-      // Give ranks that fail for the same reason a moment to print their own line, then end the job.
-      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the printing rank's line goes out first
       MPI_Abort(MPI_COMM_WORLD, code);
     }
     MPI_Finalize();

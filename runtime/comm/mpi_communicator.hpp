@@ -72,7 +72,8 @@ class MpiCommunicator final : public Communicator {
 };
 
 // Prints "error: <message>" (rank-prefixed when several ranks run) and ends the whole job with `code`:
-// MPI_Abort when MPI runs with more than one rank, so no other rank is left waiting in a collective.
+// MPI_Abort when MPI runs with more than one rank, so no other rank is left waiting in a collective. When every rank
+// fails within half a second of the others (a bad configuration), only the lowest prints.
 [[noreturn]] void abort_job(const std::string& message, int code);
 
 // Runs `body`, turning any escaping exception into one clear line and abort_job (exit 2 for a
