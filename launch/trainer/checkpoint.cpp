@@ -16,6 +16,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -664,6 +665,14 @@ void Checkpointer::claim_directory() {
   agree(w, [&] {
     if (w.rank() != 0) return;
     lock_ = std::make_unique<DirLock>(c.dir);
+    // The run's whole configuration beside its checkpoints (each checkpoint holds it too).
+    const fs::path cfg_path = fs::path(c.dir) / "config.toml", tmp = fs::path(c.dir) / "config.toml.tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << t_.cfg.resolved_toml();
+      if (!out.flush()) throw Error(fmt::format("checkpoint.dir '{}': cannot write {}", c.dir, tmp.string()));
+    }
+    fs::rename(tmp, cfg_path);
     if (c.resume == "none" && c.every > 0) {
       const auto existing = list_checkpoints(c.dir);
       if (!existing.empty() && !c.overwrite)

@@ -32,8 +32,9 @@ std::string eta(double seconds) {
 }
 
 StepLog::StepLog(const TrainConfig& cfg, std::int64_t first_step, std::int64_t tokens_per_step, bool talk,
-                 bool metrics_rank)
-    : cfg_(cfg), first_step_(first_step), tokens_per_step_(tokens_per_step), talk_(talk) {
+                 bool metrics_rank, double flops_per_token)
+    : cfg_(cfg), first_step_(first_step), tokens_per_step_(tokens_per_step), talk_(talk),
+      flops_per_token_(flops_per_token) {
   if (!cfg.train.metrics.empty() && metrics_rank)
     metrics_ = std::make_unique<MetricsWriter>(cfg.train.metrics, first_step);  // resumed: keeps steps <= first_step
   result_.first_step = first_step;
@@ -69,11 +70,22 @@ void StepLog::record(std::int64_t step, double loss, double grad_norm, double lr
   const double tps = tokens_per_step() / dt;
   if (metrics_) metrics_->write(step + 1, loss, lr, grad_norm, tps, val_loss);
   const auto& tc = cfg_.train;
-  if (talk_ && ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps))
-    log::info("step {:>5}/{} | loss {:.6f} | lr {:.3e} | grad norm {:.4f} | {:>8.0f} tok/s | {:>8.1f} ms/step | "
-              "ETA {}",
-              step + 1, tc.steps, loss, lr, grad_norm, tps, dt * 1e3,
-              eta(dt * static_cast<double>(tc.steps - step - 1)));
+  interval_loss_ += loss;
+  interval_s_ += dt;
+  ++interval_steps_;
+  if (talk_ && ((step + 1) % tc.log_every == 0 || step + 1 == tc.steps)) {
+    // Over the steps since the last line: the mean loss, tokens/s and the model's FLOP/s (6N + attention per token).
+    const double n = static_cast<double>(interval_steps_);
+    const double rate = tokens_per_step() * n / interval_s_;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    log::info("step {:>5}/{} | loss {:.6f}{} | lr {:.3e} | grad norm {:.4f} | {:>8.0f} tok/s | {:.3g} TFLOP/s | "
+              "{:>7.1f} ms/step | {} elapsed, ETA {}",
+              step + 1, tc.steps, interval_loss_ / n, interval_steps_ > 1 ? fmt::format(" (mean of {})", interval_steps_) : "",
+              lr, grad_norm, rate, rate * flops_per_token_ / 1e12, interval_s_ / n * 1e3, eta(elapsed),
+              eta(interval_s_ / n * static_cast<double>(tc.steps - step - 1)));
+    interval_loss_ = interval_s_ = 0;
+    interval_steps_ = 0;
+  }
   if (talk_ && val_loss) log::info("step {:>5}/{} | val loss {:.6f}", step + 1, tc.steps, *val_loss);
 }
 

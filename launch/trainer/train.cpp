@@ -136,7 +136,8 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
   const bool talk = !opt.quiet;
   const std::int64_t tokens_per_step = cfg.tokens_per_step(W);
   if (talk) {
-    log::info("# orthoshard train: resolved configuration\n{}", cfg.resolved_toml());
+    log::info("configuration (the keys that apply; every key in the checkpoint directory's config.toml):\n{}",
+              cfg.summary());
     log::info("model: {} ({:.2f} M parameters){}", model->describe(), model->num_parameters() / 1e6,
               cfg.model.init_from.empty() ? fmt::format(", random init seed {}", cfg.model.seed)
                                           : ", from " + cfg.model.init_from);
@@ -214,7 +215,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     return r;
   }
 
-  StepLog steps(cfg, first_step, tokens_per_step, talk, me == 0);
+  StepLog steps(cfg, first_step, tokens_per_step, talk, me == 0, model->flops_per_token(tc.seq_len));
   const StopSignals stop_signals;  // SIGTERM, SIGINT, SIGUSR1/2: stop at the next step boundary with a checkpoint
   int stop_signal = 0;
   double eval_wait_ms = 0;  // time blocked in collectives during validation
@@ -254,7 +255,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     engine.synchronize();
     const double dt = world.all_reduce_scalar(seconds_since(t0), ReduceOp::Max);
     if (talk && step == first_step)
-      log::info_all("{}", memory_report(engine, optim, runner, backend->device(), shard.size()).line);
+      log::info("{} (rank 0)", memory_report(engine, optim, runner, backend->device(), shard.size()).line);
     std::optional<double> val_loss;
     if (validation && (step + 1 == tc.steps || (cfg.eval.every > 0 && (step + 1) % cfg.eval.every == 0))) {
       const double wait0 = engine.comm_wait_ms();

@@ -820,6 +820,55 @@ std::vector<std::string> train_config_keys() {
   return out;
 }
 
+namespace {
+
+// Whether a key has any effect under this configuration (the optimizer chosen, the backend, the schedule, ...).
+bool applies(const TrainConfig& c, std::string_view section, std::string_view key) {
+  const std::string& o = c.optim.name;
+  const bool matrix = o != "adamw";
+  if (section == "optim") {
+    if (key == "betas") return o == "adamw" || o == "conda";
+    if (key == "eps") return o != "muon";
+    if (key == "momentum" || key == "nesterov" || key == "ns_steps" || key == "scale") return o == "muon" || o == "normuon";
+    if (key == "beta2") return o == "normuon";
+    if (key == "conda_scale" || key == "update_proj_gap" || key == "proj_type" || key == "correct_bias")
+      return o == "conda";
+    if (key.starts_with("adam_") || key == "matrix_params" || key == "ortho_scheme") return matrix;
+    return true;
+  }
+  if (section == "runtime") {
+    if (key == "attention") return c.runtime.backend == Device::CUDA;
+    if (key == "threads") return c.runtime.backend == Device::CPU;
+    if (key == "prefetch") return c.runtime.overlap_enabled();
+    return true;
+  }
+  if (section == "train") {
+    if (key == "max_skipped_steps") return c.train.nan_policy == NanPolicy::Skip;
+    if (key == "min_lr_ratio") return c.train.schedule != LrSchedule::Constant;
+    return true;
+  }
+  if (section == "eval" && key != "path") return c.eval.path != "none";
+  if (section == "checkpoint" && key != "every" && key != "resume" && key != "dir") return c.checkpoint.every > 0;
+  if (section == "model" && key != "arch" && key != "init_from") return c.model.init_from.empty();
+  return true;
+}
+
+}  // namespace
+
+std::string TrainConfig::summary() const {
+  std::string out;
+  std::string_view section;
+  for (const auto& k : schema()) {
+    if (!applies(*this, k.section, k.key)) continue;
+    if (k.section != section) {
+      section = k.section;
+      out += fmt::format("{}[{}]", out.empty() ? "" : "\n", section);
+    }
+    out += fmt::format(" {}={}", k.key, k.get(*this));
+  }
+  return out;
+}
+
 std::string TrainConfig::resolved_toml() const {
   std::string out = "# orthoshard train: resolved configuration (every key, defaults included)";
   if (!source.empty()) {

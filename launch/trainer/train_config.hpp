@@ -124,6 +124,9 @@ struct TrainConfig {
 
   // Every key with its value (defaults included) as TOML; loading it gives this configuration back.
   std::string resolved_toml() const;
+  // One line per section with only the keys that apply here (the optimizer's own, the backend's, ...), as the
+  // trainer prints it: "[train] batch_size=8 seq_len=64 ...". The whole is resolved_toml().
+  std::string summary() const;
   // Tokens per optimizer step over the whole job: world_size · grad_accum · batch_size · seq_len.
   std::int64_t tokens_per_step(int world_size) const {
     return static_cast<std::int64_t>(world_size) * train.grad_accum * train.batch_size * train.seq_len;

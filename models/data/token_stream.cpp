@@ -36,7 +36,6 @@ std::shared_ptr<const TokenStream> TokenStream::open(const std::string& spec) {
   if (spec == "builtin:synthetic" || spec == "builtin:synthetic:val") {
     const SyntheticLanguage lang;
     const bool val = spec.ends_with(":val");
-    log::info("{}: {}", spec, lang.describe());
     auto s = from_tokens(lang.sample(val ? kSyntheticValTokens : kSyntheticTrainTokens, val ? 1 : 0), spec);
     return s;
   }
