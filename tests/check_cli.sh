@@ -20,4 +20,11 @@ expect_rc 2 "unknown flag" "$bin" env --no-such-flag
 expect_rc 2 "unknown bench" "$bin" bench nothing
 expect_rc 2 "bad value" "$bin" bench comm --iters zero
 expect_rc 2 "no subcommand" "$bin"
+# train --help lists every configuration key; docs/config.md is what --config-reference writes.
+"$bin" train --help | grep -q "optim.conda_scale .*Conda's update scale" || { echo "FAIL: train --help lacks the keys"; fails=$((fails+1)); }
+src=$(cd "$(dirname "$0")/.." && pwd)
+"$bin" train --config-reference > "${TMPDIR:-/tmp}/config_reference.$$.md"
+diff -q "${TMPDIR:-/tmp}/config_reference.$$.md" "$src/docs/config.md" >/dev/null ||
+  { echo "FAIL: docs/config.md is stale: orthoshard train --config-reference > docs/config.md"; fails=$((fails+1)); }
+rm -f "${TMPDIR:-/tmp}/config_reference.$$.md"
 [ "$fails" -eq 0 ] && echo "PASS" || exit 1

@@ -2,6 +2,7 @@
 // schedule against hand-computed values, and the metrics JSONL format.
 #include "launch/trainer/metrics.hpp"
 #include "launch/trainer/schedule.hpp"
+#include "launch/trainer/config_reference.hpp"
 #include "launch/trainer/train_config.hpp"
 #include "models/gpt2/family.hpp"
 #include "runtime/core/error.hpp"
@@ -624,6 +625,15 @@ TEST(Metrics, UnwritablePathIsAnErrorNamingIt) {
 }
 
 // ---------------------------------------------------------------- the example configs
+
+TEST(ConfigReference, EveryKeyIsDescribedAndDocsConfigMdIsCurrent) {
+  EXPECT_EQ(undocumented_config_keys(), "");
+  const std::string want = config_reference_markdown();
+  EXPECT_EQ(read_text(fs::path(ORTHOSHARD_SOURCE_DIR) / "docs/config.md"), want)
+      << "docs/config.md is stale: regenerate it with `orthoshard train --config-reference > docs/config.md`";
+  for (const auto& key : train_config_keys())
+    EXPECT_NE(config_reference_text().find(key), std::string::npos) << key << " is missing from train --help";
+}
 
 TEST(ExampleConfigs, EveryOptimizerRunsOnEveryShippedConfig) {
   // Switching optim.name on a shipped configuration needs no other edit (optimizer keys do not collide).

@@ -10,6 +10,7 @@
 #include "bench/model_bench.hpp"
 #include "launch/cli/prepare_data.hpp"
 #include "launch/cli/replay.hpp"
+#include "launch/trainer/config_reference.hpp"
 #include "launch/trainer/stop_signals.hpp"
 #include "launch/trainer/train.hpp"
 #include "bench/train_bench.hpp"
@@ -71,6 +72,10 @@ int main(int argc, char** argv) {
   auto* train_cmd = app.add_subcommand(
       "train", "Train a model on the ranks of the job: --config FILE, any key overridden as --section.key=value");
   train_cmd->add_option("--config", train_config_path, "TOML configuration (default: built-in defaults)");
+  bool config_reference = false;
+  train_cmd->add_flag("--config-reference", config_reference,
+                      "Print every configuration key as markdown (docs/config.md) and exit");
+  train_cmd->footer("\n" + config_reference_text());
   train_cmd->allow_extras();
 
   ReplayOptions replay_opt;
@@ -239,6 +244,10 @@ int main(int argc, char** argv) {
   if (bench_model->parsed()) return run_guarded([&] { return run_model_bench(model_opt); });
   if (bench_gpu->parsed()) return run_guarded([&] { return run_gpu_bench(gpu_opt); });
   if (prepare->parsed()) return run_guarded([&] { return run_prepare_data(prep_opt); });
+  if (train_cmd->parsed() && config_reference) {
+    std::fputs(config_reference_markdown().c_str(), stdout);
+    return 0;
+  }
   if (ckpt_inspect->parsed()) return run_guarded([&] {
     inspect_opt.file = resolve_checkpoint_path(inspect_opt.file);
     return run_ckpt_inspect(inspect_opt);

@@ -814,6 +814,25 @@ bool is_config_override(std::string_view arg) {
   return dot != std::string_view::npos && dot > 0 && dot + 1 < name.size();
 }
 
+std::vector<ConfigKeyInfo> config_key_infos() {
+  const TrainConfig defaults;
+  std::vector<ConfigKeyInfo> out;
+  for (const auto& k : schema()) {
+    const char* type = "";
+    switch (k.kind) {
+      case Kind::Int: type = "integer"; break;
+      case Kind::Float: type = "number"; break;
+      case Kind::Bool: type = "bool"; break;
+      case Kind::String: type = "string"; break;
+      case Kind::FloatList: type = "list of numbers"; break;
+      case Kind::StringList: type = "list of strings"; break;
+      case Kind::StringOrFloat: type = "string or number"; break;
+    }
+    out.push_back({fmt::format("{}.{}", k.section, k.key), type, k.get(defaults)});
+  }
+  return out;
+}
+
 std::vector<std::string> train_config_keys() {
   std::vector<std::string> out;
   for (const auto& k : schema()) out.push_back(fmt::format("{}.{}", k.section, k.key));

@@ -149,6 +149,13 @@ TrainConfig load_train_config_text(const std::string& toml_text, const std::stri
 // True for an argument that looks like an override (`--section.key...`), for CLI pre-filtering.
 bool is_config_override(std::string_view arg);
 
+// Every key of the schema with its type ("integer", "string", ...) and default value (a TOML literal), in schema
+// order; launch/trainer/config_reference.hpp adds what each means.
+struct ConfigKeyInfo {
+  std::string key, type, default_value;
+};
+std::vector<ConfigKeyInfo> config_key_infos();
+
 // "section.key" of every known key, in the order resolved_toml() writes them (tests, help text).
 std::vector<std::string> train_config_keys();
 
