@@ -125,19 +125,6 @@ std::string attr_or(H5ParallelFile& f, const std::string& obj, const std::string
   }
 }
 
-// A checkpoint's /model attributes, for the model family to read its configuration from.
-class FileAttributes final : public AttributeSource {
- public:
-  explicit FileAttributes(H5ParallelFile& f) : f_(f) {}
-  std::string where() const override { return f_.path(); }
-  bool has(const std::string& name) const override { return f_.has_attr("/model", name); }
-  std::int64_t get_int(const std::string& name) const override { return f_.int_attr("/model", name); }
-  double get_double(const std::string& name) const override { return f_.double_attr("/model", name); }
-  std::string get_string(const std::string& name) const override { return f_.string_attr("/model", name); }
-
- private:
-  H5ParallelFile& f_;
-};
 
 // The model the checkpoint's /model group describes (its family from the `architecture` attribute).
 std::unique_ptr<Model> model_of(H5ParallelFile& f) {
@@ -146,7 +133,7 @@ std::unique_ptr<Model> model_of(H5ParallelFile& f) {
   if (std::find(known.begin(), known.end(), arch) == known.end())
     fail("'{}': /model has architecture '{}', not a model family this build knows ({})", f.path(), arch,
          fmt::join(known, ", "));
-  return model_family(arch).from_attributes(FileAttributes(f));
+  return model_family(arch).from_attributes(CheckpointModelAttributes(f));
 }
 
 void check_format(H5ParallelFile& f) {

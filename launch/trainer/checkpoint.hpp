@@ -44,6 +44,20 @@ struct CheckpointTarget {
   bool restore_data_position = true;  // false: loading leaves the loader alone (evaluation of a checkpoint)
 };
 
+// A checkpoint's /model attributes, for a model family to read its configuration from (from_attributes).
+class CheckpointModelAttributes final : public AttributeSource {
+ public:
+  explicit CheckpointModelAttributes(const H5ParallelFile& f) : f_(f) {}
+  std::string where() const override { return f_.path(); }
+  bool has(const std::string& name) const override { return f_.has_attr("/model", name); }
+  std::int64_t get_int(const std::string& name) const override { return f_.int_attr("/model", name); }
+  double get_double(const std::string& name) const override { return f_.double_attr("/model", name); }
+  std::string get_string(const std::string& name) const override { return f_.string_attr("/model", name); }
+
+ private:
+  const H5ParallelFile& f_;
+};
+
 struct CheckpointInfo {
   std::string path;
   std::int64_t step = 0;         // optimizer steps done

@@ -10,23 +10,6 @@
 #include <filesystem>
 
 namespace orthoshard {
-namespace {
-
-// A checkpoint's /model attributes, for the model family to read its configuration from.
-class ModelAttributes final : public AttributeSource {
- public:
-  explicit ModelAttributes(const H5ParallelFile& f) : f_(f) {}
-  std::string where() const override { return f_.path(); }
-  bool has(const std::string& name) const override { return f_.has_attr("/model", name); }
-  std::int64_t get_int(const std::string& name) const override { return f_.int_attr("/model", name); }
-  double get_double(const std::string& name) const override { return f_.double_attr("/model", name); }
-  std::string get_string(const std::string& name) const override { return f_.string_attr("/model", name); }
-
- private:
-  const H5ParallelFile& f_;
-};
-
-}  // namespace
 
 bool CheckpointInit::is_checkpoint(const std::string& path) {
   std::error_code ec;
@@ -48,7 +31,7 @@ CheckpointInit::CheckpointInit(Communicator& world, const std::string& path) : p
   if (std::find(known.begin(), known.end(), arch) == known.end())
     throw UsageError(fmt::format("model.init_from '{}': architecture '{}' is not a model family this build knows ({})",
                                  path, arch, fmt::join(known, ", ")));
-  model_ = model_family(arch).from_attributes(ModelAttributes(f));
+  model_ = model_family(arch).from_attributes(CheckpointModelAttributes(f));
   for (const ParamInfo& p : model_->parameters()) {
     const std::string ds = "/model/" + p.name;
     if (!f.exists(ds)) fail("model.init_from '{}': tensor {} of the model is missing", path, ds);
