@@ -58,7 +58,8 @@ TrainConfig tiny(const std::string& optimizer, std::vector<std::string> extra = 
   std::vector<std::string> o = {"--model.L=2", "--model.C=64", "--model.NH=4", "--model.V=256", "--model.Vp=256",
                                 "--model.maxT=32", "--train.seq_len=32", "--train.batch_size=2", "--train.steps=8",
                                 "--train.log_every=100", "--optim.name=" + optimizer, "--optim.lr=0.01",
-                                "--optim.update_proj_gap=3"};
+                                "--optim.update_proj_gap=3",
+                                "--eval.path=none"};  // (validation: its own test below; on the emulator it is slow)
   if (optimizer == "conda") o.push_back("--optim.scale=0.25");
   o.insert(o.end(), extra.begin(), extra.end());
   return load_train_config("", o);
@@ -80,6 +81,16 @@ TEST_F(CudaTrainTest, F32OnTheGpuReproducesTheCpuForEveryOptimizer) {
     EXPECT_LT(rel, 1e-4) << name;
     EXPECT_LT(dev.losses.back(), dev.losses.front()) << name << " does not learn on the GPU";
   }
+}
+
+TEST_F(CudaTrainTest, ValidationOnTheGpuEqualsTheCpu) {
+  // The validation pass (one sequence per forward, split over the ranks) on the GPU gives the CPU's loss.
+  const std::vector<std::string> v = {"--eval.path=builtin:synthetic:val", "--eval.batches=2", "--train.steps=2"};
+  const TrainResult cpu = train(comm(), tiny("adamw", v), {true, true});
+  const TrainResult dev = train(comm(), tiny("adamw", plus(v, gpu("f32"))), {true, true});
+  ASSERT_EQ(cpu.val_losses.size(), 1u);
+  ASSERT_EQ(dev.val_losses.size(), 1u);
+  EXPECT_NEAR(dev.val_losses[0].second, cpu.val_losses[0].second, 1e-4 * cpu.val_losses[0].second);
 }
 
 TEST_F(CudaTrainTest, Bf16StaysCloseToTheCpu) {
