@@ -31,7 +31,7 @@ std::string size_str(std::size_t bytes) {
 }  // namespace
 
 struct MpiHangGuard::State {
-  MPI_Comm roll = MPI_COMM_NULL;  // the roll call's own communicator (a duplicate of MPI_COMM_WORLD)
+  MPI_Comm roll = MPI_COMM_NULL;  // the roll call's own communicator (a duplicate of the job's)
   bool threads = false;           // MPI_THREAD_MULTIPLE: the watchdog thread may call MPI
   int rank = 0, size = 1;
   double timeout_s = 0;
