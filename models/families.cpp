@@ -1,6 +1,8 @@
 // Where the model families are registered: the one place above the families that names them.
 #include "models/family.hpp"
 #include "models/gpt2/family.hpp"
+#include "models/hf_config.hpp"
+#include "models/llama/family.hpp"
 
 #include "runtime/core/error.hpp"
 
@@ -9,7 +11,8 @@ namespace {
 
 const std::vector<const ModelFamily*>& registry() {
   static const Gpt2Family gpt2;
-  static const std::vector<const ModelFamily*> families{&gpt2};
+  static const LlamaFamily llama;
+  static const std::vector<const ModelFamily*> families{&gpt2, &llama};
   return families;
 }
 

@@ -35,10 +35,17 @@ struct ModelSpec {
   std::int64_t Vp = 50304;    // padded vocabulary, Vp >= V (rows of the embedding; padding never enters the loss)
   std::int64_t maxT = 1024;   // context length
   std::uint64_t seed = 1337;  // random init
+  // LLaMA only:
+  std::int64_t NKV = 0;         // key/value heads; 0 = NH (no grouping)
+  std::int64_t FF = 0;          // SwiGLU intermediate size; 0 = 8C/3 rounded up to a multiple of 256
+  double norm_eps = 1e-5;       // RMSNorm epsilon
+  double rope_theta = 10000.0;  // rotary base
+  bool tie_embeddings = false;  // the head is the token embedding
   std::string origin;         // the configuration file it came from, for errors; "" when built in code
   bool operator==(const ModelSpec& o) const {
     return init_from == o.init_from && arch == o.arch && L == o.L && C == o.C && NH == o.NH && V == o.V &&
-           Vp == o.Vp && maxT == o.maxT && seed == o.seed;
+           Vp == o.Vp && maxT == o.maxT && seed == o.seed && NKV == o.NKV && FF == o.FF && norm_eps == o.norm_eps &&
+           rope_theta == o.rope_theta && tie_embeddings == o.tie_embeddings;
   }
 };
 
@@ -163,6 +170,10 @@ class ModelFamily {
   // The model a checkpoint's /model attributes describe, with no initial values (for its shapes and exports).
   virtual std::unique_ptr<Model> from_attributes(const AttributeSource& attrs) const = 0;
 };
+
+// Throws a UsageError naming the model and `what` unless `tokens` is a contiguous host i32 (B, T) tensor with
+// every token in [0, V).
+void check_model_tokens(const Tensor& tokens, std::int64_t V, std::string_view model, const char* what);
 
 // The registered families (models/families.cpp).
 std::vector<std::string> model_family_names();

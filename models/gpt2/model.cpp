@@ -92,15 +92,7 @@ template <typename T> std::uint64_t Gpt2Model<T>::activation_bytes() const {
 }
 
 void check_gpt2_tokens(const Tensor& tokens, std::int64_t V, const char* what) {
-  if (tokens.dtype() != DType::I32 || tokens.ndim() != 2 || !tokens.is_contiguous() || tokens.dim(0) <= 0 ||
-      tokens.dim(1) <= 0 || tokens.device() != Device::CPU)
-    throw UsageError(fmt::format("GPT-2 {}: expected a host i32 (B, T) tensor, got {}", what, tokens.describe()));
-  const std::int32_t* p = tokens.data<std::int32_t>();
-  const std::int64_t Tn = tokens.dim(1);
-  for (std::int64_t i = 0; i < tokens.numel(); ++i)
-    if (p[i] < 0 || p[i] >= V)
-      throw UsageError(fmt::format("GPT-2 {}: token {} at (b={}, t={}) is outside the vocabulary [0, {})", what,
-                                   p[i], i / Tn, i % Tn, V));
+  check_model_tokens(tokens, V, "GPT-2", what);
 }
 
 template <typename T> void Gpt2Model<T>::embedding_forward(const EmbeddingWeights& w, const Tensor& inputs) {
