@@ -162,3 +162,69 @@ TEST_F(MpiTest, NanPolicyStopsOrSkips) {
   const TrainResult r = train(comm(), tiny("adamw", skip), {true, true});
   EXPECT_EQ(r.losses.size(), 4u);
 }
+
+// ---- LLaMA from the shared Hugging Face-layout case (../shared/testdata/llama) ----
+
+namespace {
+
+// The reference's run: global batch B x T = 4 x 32 over W ranks and K micro-batches, from the model directory.
+TrainConfig llama_reference_config(Communicator& world, const std::string& run, int K,
+                                   std::vector<std::string> extra = {}) {
+  H5File ref = H5File::open_read(kData + "/llama/reference.h5");
+  const auto hp = nlohmann::json::parse(ref.string_attr("/", run));
+  const std::int64_t steps = ref.read("/" + run + "_losses", DType::F64).numel();
+  std::vector<std::string> o = {"--model.init_from=" + kData + "/llama", "--data.path=" + kData + "/llama/tokens.bin",
+                                "--train.batch_size=" + std::to_string(4 / world.size() / K),
+                                "--train.grad_accum=" + std::to_string(K), "--train.seq_len=32",
+                                "--train.steps=" + std::to_string(steps), "--eval.path=none", "--optim.lr=" + hp["lr"].dump(),
+                                "--optim.weight_decay=" + hp["weight_decay"].dump()};
+  if (run == "adamw") {
+    o.insert(o.end(), {"--optim.name=adamw", "--optim.betas=" + hp["betas"][0].dump() + "," + hp["betas"][1].dump(),
+                       "--optim.eps=" + hp["eps"].dump()});
+  } else {
+    o.insert(o.end(), {"--optim.name=muon", "--optim.momentum=" + hp["momentum"].dump(),
+                       "--optim.nesterov=" + hp["nesterov"].dump(), "--optim.ns_steps=" + hp["ns_steps"].dump(),
+                       "--optim.scale=" + hp["scale"].get<std::string>(), "--optim.adam_lr=" + hp["adam_lr"].dump(),
+                       "--optim.adam_betas=" + hp["adam_betas"][0].dump() + "," + hp["adam_betas"][1].dump(),
+                       "--optim.adam_eps=" + hp["adam_eps"].dump(),
+                       "--optim.adam_weight_decay=" + hp["adam_weight_decay"].dump()});
+  }
+  o.insert(o.end(), extra.begin(), extra.end());
+  return load_train_config("", o);
+}
+
+std::vector<double> llama_reference_losses(const std::string& run) {
+  H5File ref = H5File::open_read(kData + "/llama/reference.h5");
+  const Tensor t = ref.read("/" + run + "_losses", DType::F64);
+  return {t.data<double>(), t.data<double>() + t.numel()};
+}
+
+}  // namespace
+
+TEST_F(MpiTest, LlamaReferenceAdamWAndMuonLosses) {
+  // Losses of the float64 reference run within 1e-4, from the Hugging Face directory; Muon on the 2-D layer
+  // weights and AdamW on the embedding, head and norms checks the routing by role.
+  if (4 % comm().size() != 0) GTEST_SKIP() << "the reference's batch of 4 sequences does not split over "
+                                           << comm().size() << " ranks";
+  for (const char* run : {"adamw", "muon"}) {
+    const TrainResult got = train(comm(), llama_reference_config(comm(), run, 1), {true, true});
+    EXPECT_LT(max_rel(got.losses, llama_reference_losses(run)), 1e-4) << run;
+  }
+  if (comm().size() <= 2) {  // 2 micro-batches of 4/(2W) sequences
+    const TrainResult got = train(comm(), llama_reference_config(comm(), "adamw", 2), {true, true});
+    EXPECT_LT(max_rel(got.losses, llama_reference_losses("adamw")), 1e-4) << "grad_accum 2";
+  }
+}
+
+TEST_F(MpiTest, LlamaNRanksReproduceOneRankForEveryOptimizer) {
+  // Grouped-query attention (NKV = 2 of 4 heads), tied and untied embeddings; at 3 ranks every shard is uneven.
+  for (const char* tie : {"false", "true"})
+    for (const char* name : {"adamw", "muon", "normuon", "conda"}) {
+      const TrainConfig cfg = tiny(name, {"--model.arch=llama", "--model.NKV=2", "--model.FF=48",
+                                          std::string("--model.tie_embeddings=") + tie, "--train.steps=6"});
+      const TrainResult dist = train(comm(), cfg, {true, true});
+      const TrainResult ref = one_rank(comm(), cfg);
+      EXPECT_LT(max_rel(dist.losses, ref.losses), 1e-5) << name << " tied=" << tie;
+      EXPECT_LT(dist.losses.back(), dist.losses.front()) << name << " tied=" << tie;
+    }
+}

@@ -313,7 +313,7 @@ TEST(TrainConfig, OverrideRecognition) {
   EXPECT_FALSE(is_config_override("--x.=3"));
   const auto keys = train_config_keys();
   // [model] gained arch (the model family), [runtime] grad_accum_mode and activation_checkpointing.
-  EXPECT_EQ(keys.size(), 9u + 3u + 14u + 3u + 21u + 6u + 13u);
+  EXPECT_EQ(keys.size(), 14u + 3u + 14u + 3u + 21u + 6u + 13u);
   EXPECT_EQ(keys.front(), "model.init_from");
 }
 
@@ -407,7 +407,7 @@ TEST(TrainConfigErrors, OverrideErrorsNameTheFlag) {
   EXPECT_EQ(load_train_config("", {"--optim.name=conda", "--optim.conda_scale=0.5"}).optim.conda_scale, 0.5);
   EXPECT_EQ(load_train_config("", {"--optim.name=conda", "--optim.scale=0.375"}).optim.conda_scale, 0.375);
   EXPECT_EQ(load_error("", {"--model.C=100", "--model.NH=3"}), "--model.C: 100 is not divisible by [model] NH = 3");
-  EXPECT_EQ(load_error("", {"--model.arch=gpt3"}), "--model.arch: 'gpt3' is not gpt2");
+  EXPECT_EQ(load_error("", {"--model.arch=gpt3"}), "--model.arch: 'gpt3' is not gpt2 or llama");
   EXPECT_EQ(load_error("", {"--runtime.comm=nccl"}),
             "--runtime.comm: 'nccl' needs [runtime] backend = \"cuda\" (backend is \"cpu\")");
   EXPECT_EQ(load_error("", {"--train.steps"}), "--train.steps: missing value (--train.steps=VALUE)");

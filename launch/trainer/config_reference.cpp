@@ -12,8 +12,8 @@ namespace {
 // What each key means, one line each.
 const std::map<std::string, std::string>& descriptions() {
   static const std::map<std::string, std::string> d = {
-      {"model.init_from", "weights to start from: a model file of the family's format (GPT-2: llm.c .bin) or an orthoshard checkpoint .h5 to fine-tune (its architecture and weights, fresh optimizer, step 0); \"\" = random init"},
-      {"model.arch", "model family: gpt2"},
+      {"model.init_from", "weights to start from: a model file of the family's format (GPT-2: llm.c .bin), a Hugging Face model directory (config.json + safetensors; LLaMA) or an orthoshard checkpoint .h5 to fine-tune (its architecture and weights, fresh optimizer, step 0); \"\" = random init"},
+      {"model.arch", "model family: gpt2 or llama (from config.json's model_type when init_from is a Hugging Face directory)"},
       {"model.L", "layers (blocks)"},
       {"model.C", "width (channels); divisible by NH"},
       {"model.NH", "attention heads"},
@@ -21,6 +21,11 @@ const std::map<std::string, std::string>& descriptions() {
       {"model.Vp", "vocabulary padded for the embedding and head (>= V; rows >= V never trained)"},
       {"model.maxT", "longest sequence the position embedding holds (>= train.seq_len)"},
       {"model.seed", "seed of the random initialization"},
+      {"model.NKV", "LLaMA key/value heads (grouped-query attention; NH divisible by it); 0 = NH"},
+      {"model.FF", "LLaMA SwiGLU intermediate size; 0 = 8C/3 rounded up to a multiple of 256"},
+      {"model.norm_eps", "LLaMA RMSNorm epsilon"},
+      {"model.rope_theta", "LLaMA rotary embedding base"},
+      {"model.tie_embeddings", "LLaMA: the output head is the token embedding"},
       {"data.path", "training tokens: an llm.c token shard, a glob of shards, or builtin:synthetic"},
       {"data.order", "sequential, or shuffled (a permutation of the sequences per epoch)"},
       {"data.seed", "seed of the shuffled order"},

@@ -130,6 +130,12 @@ double float_at_least(const Value& v, double lo) {
   return x;
 }
 
+double positive_float(const Value& v) {
+  const double x = std::get<double>(v);
+  if (!(x > 0.0)) throw BadValue{fmt::format("must be > 0, got {}", x)};
+  return x;
+}
+
 std::string nonempty_string(const Value& v) {
   const std::string& s = std::get<std::string>(v);
   if (s.empty()) throw BadValue{"must not be empty"};
@@ -233,6 +239,19 @@ const std::vector<KeySpec>& schema() {
      [](const TrainConfig& c) { return toml_int(c.model.maxT); }},
     {"model", "seed", Kind::Int, [](TrainConfig& c, const Value& v) { c.model.seed = seed_value(v); },
      [](const TrainConfig& c) { return toml_int(static_cast<std::int64_t>(c.model.seed)); }},
+    {"model", "NKV", Kind::Int, [](TrainConfig& c, const Value& v) { c.model.NKV = int_at_least(v, 0); },
+     [](const TrainConfig& c) { return toml_int(c.model.NKV); }},
+    {"model", "FF", Kind::Int, [](TrainConfig& c, const Value& v) { c.model.FF = int_at_least(v, 0); },
+     [](const TrainConfig& c) { return toml_int(c.model.FF); }},
+    {"model", "norm_eps", Kind::Float,
+     [](TrainConfig& c, const Value& v) { c.model.norm_eps = positive_float(v); },
+     [](const TrainConfig& c) { return toml_float(c.model.norm_eps); }},
+    {"model", "rope_theta", Kind::Float,
+     [](TrainConfig& c, const Value& v) { c.model.rope_theta = positive_float(v); },
+     [](const TrainConfig& c) { return toml_float(c.model.rope_theta); }},
+    {"model", "tie_embeddings", Kind::Bool,
+     [](TrainConfig& c, const Value& v) { c.model.tie_embeddings = std::get<bool>(v); },
+     [](const TrainConfig& c) { return toml_bool(c.model.tie_embeddings); }},
     // [data]
     {"data", "path", Kind::String, [](TrainConfig& c, const Value& v) { c.data.path = nonempty_string(v); },
      [](const TrainConfig& c) { return toml_string(c.data.path); }},
@@ -694,6 +713,15 @@ class Builder {
     const auto& m = cfg_.model;
     if (m.C % m.NH != 0)
       throw UsageError(fmt::format("{}: {} is not divisible by [model] NH = {}", name("model", "C"), m.C, m.NH));
+    if (m.arch == "llama" && m.init_from.empty()) {
+      const std::int64_t nkv = m.NKV == 0 ? m.NH : m.NKV;
+      if (m.NH % nkv != 0)
+        throw UsageError(fmt::format("{}: [model] NH = {} is not divisible by {} (key/value heads)", name("model", "NKV"),
+                                     m.NH, nkv));
+      if ((m.C / m.NH) % 2 != 0)
+        throw UsageError(fmt::format("{}: the head size C/NH = {} is odd; LLaMA's rotary embedding needs it even",
+                                     name("model", "C"), m.C / m.NH));
+    }
     if (m.Vp < m.V)
       throw UsageError(fmt::format("{}: padded vocabulary {} is smaller than [model] V = {}", name("model", "Vp"),
                                    m.Vp, m.V));
@@ -868,7 +896,11 @@ bool applies(const TrainConfig& c, std::string_view section, std::string_view ke
   }
   if (section == "eval" && key != "path") return c.eval.path != "none";
   if (section == "checkpoint" && key != "every" && key != "resume" && key != "dir") return c.checkpoint.every > 0;
-  if (section == "model" && key != "arch" && key != "init_from") return c.model.init_from.empty();
+  if (section == "model" && key != "arch" && key != "init_from") {
+    if (!c.model.init_from.empty()) return false;
+    if (key == "NKV" || key == "FF" || key == "norm_eps" || key == "rope_theta" || key == "tie_embeddings")
+      return c.model.arch == "llama";
+  }
   return true;
 }
 
