@@ -12,6 +12,7 @@
 #include "models/gpt2/llmc_file.hpp"
 #include "runtime/checkpoint/commit.hpp"
 #include "runtime/checkpoint/h5_parallel.hpp"
+#include "models/family.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/fsdp/row_sharding.hpp"
 
@@ -283,6 +284,41 @@ TEST_F(MpiTest, LlamaResumeIsBitExactAndReshardsWithin1e4) {
     const TrainResult r1 = train(*one, cfg(1, {"--checkpoint.resume=" + (a / "step_00000003.h5")}), kQuiet);
     EXPECT_LT(max_rel(r1.losses, tail(full.losses, 3)), 1e-4);
   }
+}
+
+TEST_F(MpiTest, LlamaCheckpointExportsToHuggingFaceAndTrainsFromIt) {
+  // ckpt export --format hf of a LLaMA checkpoint (padded vocabulary Vp = 320 > V = 300, tied head), then
+  // model.init_from = that directory: the same weights bit for bit, and training continues from them.
+  TempDir dir(comm());
+  const std::vector<std::string> shape = {"--model.arch=llama", "--model.NKV=1", "--model.FF=40", "--model.V=300",
+                                          "--model.Vp=320", "--model.tie_embeddings=true"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.end(), shape.begin(), shape.end());
+    return tiny("muon", extra);
+  };
+  train(comm(), with({"--checkpoint.dir=" + dir.path(), "--checkpoint.every=2", "--train.steps=2"}), kQuiet);
+  const std::string ck = dir / "step_00000002.h5", hf = dir / "hf";
+  if (comm().rank() == 0) {
+    ::testing::internal::CaptureStdout();
+    EXPECT_EQ(run_ckpt_export({ck, "hf", hf}), 0);
+    ::testing::internal::GetCapturedStdout();
+    ModelSpec spec;
+    spec.init_from = hf;
+    const std::unique_ptr<Model> m = make_model(spec);
+    EXPECT_EQ(m->describe(), "LLaMA L=2 C=32 NH=4 NKV=1 FF=40 V=300 Vp=320 maxT=32 tied");
+    H5ParallelFile f = H5ParallelFile::open_read(ck, nullptr);
+    for (const ParamInfo& p : m->parameters()) {
+      const Tensor want = f.read_all("/model/" + p.name, false);
+      Tensor got = Tensor::empty(p.shape, DType::F32);
+      m->initial_rows(p.name, 0, p.shape[0], got.data<float>());
+      ASSERT_EQ(want.shape(), got.shape()) << p.name;
+      EXPECT_EQ(std::memcmp(want.raw(), got.raw(), got.nbytes()), 0) << p.name;
+    }
+  }
+  comm().barrier();
+  const TrainResult tuned = train(comm(), tiny("muon", {"--model.init_from=" + hf, "--train.steps=2"}), kQuiet);
+  EXPECT_EQ(tuned.first_step, 0);
+  EXPECT_EQ(tuned.losses.size(), 2u);
 }
 
 TEST_F(MpiTest, HybridShardedCheckpointResumesFullySharded) {

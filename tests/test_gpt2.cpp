@@ -9,6 +9,7 @@
 #include "models/gpt2/family.hpp"
 #include "models/gpt2/init.hpp"
 #include "models/gpt2/llmc_file.hpp"
+#include "models/safetensors.hpp"
 #include "models/gpt2/model.hpp"
 #include "models/layers/attention.hpp"
 #include "models/layers/cross_entropy.hpp"
@@ -746,4 +747,50 @@ TEST(Gpt2Training, LearnsTheSyntheticLanguageDownTowardsItsFloor) {
   EXPECT_NEAR(first, std::log(256.0), 0.1);
   EXPECT_LT(val_loss, floor + 0.45);  // learnt the sparse successor structure at least
   EXPECT_GT(val_loss, floor - 0.05);  // but cannot beat the source's entropy rate
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Hugging Face layout (GPT2LMHeadModel).
+
+TEST(Gpt2Hf, ExportThenImportRoundTripsBitExactlyWithConv1DLayout) {
+  const Gpt2Params p = load_llmc_model(kRef + "/model.bin");
+  const Gpt2Config& cfg = p.config();
+  const fs::path dir = temp_dir("gpt2_hf");
+  const Gpt2 m(cfg, std::nullopt);
+  m.export_weights("hf", [&](const std::string& n) { return p.get(n); }, dir.string(), "test");
+  // The file: transformers' names, Conv1D weights (in, out), no lm_head (tied), no padded rows.
+  const SafetensorsSet st(dir.string());
+  EXPECT_FALSE(st.has("lm_head.weight"));
+  EXPECT_EQ(st.at("transformer.wte.weight").shape, (Shape{cfg.V, cfg.C}));
+  EXPECT_EQ(st.at("transformer.h.1.attn.c_attn.weight").shape, (Shape{cfg.C, 3 * cfg.C}));
+  EXPECT_EQ(st.at("transformer.h.1.mlp.c_proj.weight").shape, (Shape{4 * cfg.C, cfg.C}));
+  std::vector<float> c_attn(static_cast<std::size_t>(cfg.C * 3 * cfg.C));
+  st.read_rows("transformer.h.1.attn.c_attn.weight", 0, cfg.C, c_attn.data());
+  const Tensor qkv = p.get("h.1.attn.qkv.weight");  // (3C, C)
+  EXPECT_EQ(c_attn[static_cast<std::size_t>(5 * 3 * cfg.C + 7)], qkv.data<float>()[7 * cfg.C + 5]);
+  // Import: every parameter bit for bit, the family from model_type.
+  ModelSpec spec;
+  spec.init_from = dir.string();
+  const std::unique_ptr<Model> back = make_model(spec);
+  ASSERT_EQ(back->family().arch(), "gpt2");
+  for (const auto& [name, t] : p.named()) {
+    Tensor got = Tensor::empty(t.shape(), DType::F32);
+    back->initial_rows(name, 0, t.dim(0), got.data<float>());
+    EXPECT_EQ(std::memcmp(got.raw(), t.raw(), t.nbytes()), 0) << name;
+  }
+  // What this GPT-2 does not compute is refused by name.
+  const auto base = nlohmann::json::parse(std::ifstream(dir / "config.json"));
+  const std::pair<const char*, nlohmann::json> bad[] = {{"activation_function", "gelu"},
+                                                        {"tie_word_embeddings", false},
+                                                        {"layer_norm_epsilon", 1e-6},
+                                                        {"n_inner", 7},
+                                                        {"n_layer", 0}};
+  for (const auto& [key, value] : bad) {
+    nlohmann::json j = base;
+    j[key] = value;
+    std::ofstream(dir / "config.json", std::ios::trunc) << j.dump();
+    const std::string e = error_of([&] { make_model(spec); });
+    EXPECT_NE(e.find(key), std::string::npos) << key << ": " << e;
+  }
+  fs::remove_all(dir);
 }

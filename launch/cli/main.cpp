@@ -107,11 +107,11 @@ int main(int argc, char** argv) {
   ckpt_diff->add_option("--tolerance", diff_opt.tolerance, "Exit 1 when a relative difference exceeds this")
       ->check(CLI::NonNegativeNumber);
   CkptExportOptions export_opt;
-  auto* ckpt_export = ckpt->add_subcommand("export", "The weights in a format of the model's family (GPT-2: llm.c, safetensors)");
+  auto* ckpt_export = ckpt->add_subcommand("export", "The weights in a format of the model's family (GPT-2: llm.c, hf, safetensors; LLaMA: hf)");
   ckpt_export->add_option("file", export_opt.file, "Checkpoint (step_<N>.h5)")->required();
-  ckpt_export->add_option("--format", export_opt.format, "An export format of the model's family (GPT-2: llmc, safetensors)")
+  ckpt_export->add_option("--format", export_opt.format, "An export format of the model's family: hf (a Hugging Face directory: config.json + model.safetensors), llmc or safetensors (GPT-2)")
       ->capture_default_str();
-  ckpt_export->add_option("--out", export_opt.out, "Output file")->required();
+  ckpt_export->add_option("--out", export_opt.out, "Output file (hf: a directory)")->required();
 
   auto* bench = app.add_subcommand("bench", "Benchmarks (print numbers; see README)");
   bench->require_subcommand(1);

@@ -17,6 +17,10 @@ namespace {
 
 const Gpt2Family kFamily;
 
+TensorLookup lookup_of(const Gpt2Params& p) {
+  return [&p](const std::string& name) { return p.get(name); };
+}
+
 // The CPU: losses are known when the head's forward returns.
 class Gpt2CpuRunner final : public Gpt2UnitRunner<Gpt2Model<float>> {
  public:
@@ -67,8 +71,9 @@ std::vector<ModelUnit> gpt2_model_units(const Gpt2Config& cfg) {
   return units;
 }
 
-Gpt2::Gpt2(Gpt2Config cfg, std::optional<std::uint64_t> seed, std::shared_ptr<const LlmcReader> file)
-    : cfg_(std::move(cfg)), seed_(seed), file_(std::move(file)), units_(gpt2_model_units(cfg_)) {}
+Gpt2::Gpt2(Gpt2Config cfg, std::optional<std::uint64_t> seed, std::shared_ptr<const LlmcReader> file,
+           std::shared_ptr<const Gpt2HfReader> hf)
+    : cfg_(std::move(cfg)), seed_(seed), file_(std::move(file)), hf_(std::move(hf)), units_(gpt2_model_units(cfg_)) {}
 
 const ModelFamily& Gpt2::family() const { return kFamily; }
 
@@ -80,6 +85,7 @@ double Gpt2::flops_per_token(std::int64_t T) const {
 
 void Gpt2::initial_rows(const std::string& name, std::int64_t begin, std::int64_t end, float* out) const {
   if (file_) return file_->read_rows(name, begin, end, out);
+  if (hf_) return hf_->read_rows(name, begin, end, out);
   OS_CHECK(seed_.has_value(), "GPT-2 {}: no initial values (the model describes a checkpoint)", cfg_.describe());
   gpt2_init_rows(cfg_, *seed_, name, begin, end, out);
 }
@@ -98,9 +104,10 @@ void Gpt2::export_weights(const std::string& format, const TensorLookup& weights
     std::memcpy(t.raw(), v.raw(), t.nbytes());
   }
   if (format == "llmc") return save_llmc_model(p, path);
+  if (format == "hf") return export_gpt2_hf(cfg_, lookup_of(p), path, source);
   if (format == "safetensors")
     return write_safetensors(p.named(), path, {{"format", "pt"}, {"source", source}, {"model", cfg_.describe()}});
-  throw UsageError(fmt::format("GPT-2 exports as llmc or safetensors, not '{}'", format));
+  throw UsageError(fmt::format("GPT-2 exports as llmc, hf or safetensors, not '{}'", format));
 }
 
 std::unique_ptr<UnitRunner> Gpt2::cpu_runner(const RunnerOptions& opt) const {
@@ -108,6 +115,10 @@ std::unique_ptr<UnitRunner> Gpt2::cpu_runner(const RunnerOptions& opt) const {
 }
 
 std::unique_ptr<Model> Gpt2Family::create(const ModelSpec& spec) const {
+  if (is_hf_model_dir(spec.init_from)) {
+    auto hf = std::make_shared<const Gpt2HfReader>(spec.init_from);
+    return std::make_unique<Gpt2>(hf->config(), std::nullopt, nullptr, hf);
+  }
   if (!spec.init_from.empty()) {
     auto file = std::make_shared<const LlmcReader>(spec.init_from);
     return std::make_unique<Gpt2>(file->config(), std::nullopt, file);

@@ -4,6 +4,7 @@
 
 #include "models/family.hpp"
 #include "models/gpt2/config.hpp"
+#include "models/gpt2/hf_file.hpp"
 #include "models/gpt2/llmc_file.hpp"
 #include "models/gpt2/params.hpp"
 
@@ -25,7 +26,8 @@ class Gpt2 final : public Model {
  public:
   // Initial values from the seeded init, or from an llm.c file (`file`, non-null); a model that only describes a
   // checkpoint has neither (nullopt seed, null file).
-  Gpt2(Gpt2Config cfg, std::optional<std::uint64_t> seed, std::shared_ptr<const LlmcReader> file = nullptr);
+  Gpt2(Gpt2Config cfg, std::optional<std::uint64_t> seed, std::shared_ptr<const LlmcReader> file = nullptr,
+       std::shared_ptr<const Gpt2HfReader> hf = nullptr);
 
   const Gpt2Config& config() const { return cfg_; }
   const ModelFamily& family() const override;
@@ -37,8 +39,9 @@ class Gpt2 final : public Model {
   const std::vector<ModelUnit>& units() const override { return units_; }
   void initial_rows(const std::string& name, std::int64_t begin, std::int64_t end, float* out) const override;
   std::vector<ModelAttribute> attributes() const override;  // L, C, NH, V, Vp, maxT
-  std::vector<std::string> export_formats() const override { return {"llmc", "safetensors"}; }
-  // llmc: an llm.c fp32 model file (version 3); safetensors: F32 tensors under the runtime's names, in order.
+  std::vector<std::string> export_formats() const override { return {"llmc", "hf", "safetensors"}; }
+  // llmc: an llm.c fp32 model file (version 3); hf: a Hugging Face directory (export_gpt2_hf); safetensors: F32
+  // tensors under the runtime's names, in order.
   void export_weights(const std::string& format, const TensorLookup& weights, const std::string& path,
                       const std::string& source) const override;
   std::unique_ptr<UnitRunner> cpu_runner(const RunnerOptions& opt = {}) const override;
@@ -47,6 +50,7 @@ class Gpt2 final : public Model {
   Gpt2Config cfg_;
   std::optional<std::uint64_t> seed_;
   std::shared_ptr<const LlmcReader> file_;
+  std::shared_ptr<const Gpt2HfReader> hf_;
   std::vector<ModelUnit> units_;
 };
 
@@ -54,7 +58,7 @@ class Gpt2Family final : public ModelFamily {
  public:
   std::string_view arch() const override { return "gpt2"; }
   std::string_view title() const override { return "GPT-2"; }
-  // From an llm.c model file (spec.init_from), else the seeded init of gpt2_config(spec) (gpt2_init_rows).
+  // From an llm.c model file or a Hugging Face directory (spec.init_from), else the seeded init of gpt2_config(spec) (gpt2_init_rows).
   std::unique_ptr<Model> create(const ModelSpec& spec) const override;
   std::unique_ptr<Model> from_attributes(const AttributeSource& attrs) const override;
 };
