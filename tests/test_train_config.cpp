@@ -7,6 +7,8 @@
 #include "models/gpt2/family.hpp"
 #include "runtime/core/error.hpp"
 
+#include "models/family.hpp"
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -668,4 +670,18 @@ TEST(ExampleConfigs, LoadWithoutError) {
   EXPECT_EQ(big.runtime.param_dtype, DType::BF16);
   EXPECT_EQ(big.runtime.reduce_dtype, DType::BF16);
   EXPECT_EQ(big.tokens_per_step(8), 524288);
+
+  const TrainConfig ls = load_train_config((root / "launch/configs/llama-smoke.toml").string(), {});
+  EXPECT_EQ(ls.model.arch, "llama");
+  EXPECT_EQ(make_model(ls.model)->describe(), "LLaMA L=2 C=64 NH=4 NKV=2 FF=176 V=256 Vp=256 maxT=64 untied");
+  // GaLore's and Conda's LLaMA shapes at sequence length 256.
+  const std::pair<const char*, const char*> papers[] = {
+      {"llama-60m.toml", "LLaMA L=8 C=512 NH=8 NKV=8 FF=1376 V=32000 Vp=32000 maxT=256 untied"},
+      {"llama-130m.toml", "LLaMA L=12 C=768 NH=12 NKV=12 FF=2048 V=32000 Vp=32000 maxT=256 untied"}};
+  for (const auto& [file, want] : papers) {
+    const TrainConfig c = load_train_config((root / "launch/configs" / file).string(), {});
+    EXPECT_EQ(make_model(c.model)->describe(), want) << file;
+    EXPECT_EQ(c.train.seq_len, 256) << file;
+    EXPECT_EQ(c.optim.name, "normuon") << file;
+  }
 }

@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "owner", "gram"}))->capture_default_str();
   bench_optim->add_option("--json", optim_opt.json_path, "Also write results as JSON to this path");
   ModelBenchOptions model_opt;
-  auto* bench_model = bench->add_subcommand("model", "GPT-2 forward+backward tokens/s on the CPU and the GEMM share");
+  auto* bench_model = bench->add_subcommand("model", "Forward+backward tokens/s on the CPU: GPT-2's GEMM share, or LLaMA next to GPT-2 (--arch llama)");
   bench_model->add_option("--L,--layers", model_opt.layers, "Transformer layers")->check(CLI::PositiveNumber)
       ->capture_default_str();
   bench_model->add_option("--C,--channels", model_opt.channels, "Model width")->check(CLI::PositiveNumber)
@@ -180,6 +180,11 @@ int main(int argc, char** argv) {
   bench_model->add_option("--steps", model_opt.steps, "Timed steps (median)")->check(CLI::PositiveNumber)
       ->capture_default_str();
   bench_model->add_option("--json", model_opt.json_path, "Also write results as JSON to this path");
+  bench_model->add_option("--arch", model_opt.arch, "gpt2 (the profile of one GPT-2), or llama (LLaMA's shapes next to "
+                          "GPT-2s of the same size, as shares of the sgemm rate)")
+      ->check(CLI::IsMember({"gpt2", "llama"}))->capture_default_str();
+  bench_model->add_option("--shapes", model_opt.shapes, "--arch llama: 60m, 130m, tiny")->delimiter(',')
+      ->capture_default_str();
 
   GpuBenchOptions gpu_opt;
   auto* bench_gpu = bench->add_subcommand(

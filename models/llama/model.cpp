@@ -57,6 +57,10 @@ template <typename T> void LlamaModel<T>::set_batch(std::int64_t B, std::int64_t
   dsmall_ = Tensor::empty({N, C}, dt);
   dbig_ = Tensor::empty({N, std::max(FF, W)}, dt);
   dbig2_ = Tensor::empty({N, FF}, dt);
+  if (!wqkv_.defined()) {
+    wqkv_ = Tensor::empty({W, C}, dt);
+    dwqkv_ = Tensor::empty({W, C}, dt);
+  }
   B_ = B;
   T_ = Tn;
   have_targets_ = false;
@@ -68,7 +72,7 @@ template <typename T> std::uint64_t LlamaModel<T>::activation_bytes() const {
   std::uint64_t n = 0;
   for (const Tensor* t : {&encoded_, &ln1_, &ln2_, &rstd1_, &rstd2_, &qkv_, &att_, &atty_, &mid_, &gate_, &up_, &act_,
                           &lnf_, &rstdf_, &logits_, &lse_, &losses_, &inputs_, &targets_, &dresid_, &dsmall_, &dbig_,
-                          &dbig2_})
+                          &dbig2_, &wqkv_, &dwqkv_})
     n += t->nbytes();
   return n;
 }
@@ -95,6 +99,22 @@ template <typename T> void LlamaModel<T>::block_forward(int l, const LlamaBlockW
   block_compute(l, w);
 }
 
+namespace {
+
+// q, k, v weights (C, C), (KV, C), (KV, C) -> one (C + 2·KV, C) matrix: a row of ln1 · packedᵀ is q | k | v.
+template <typename T> void pack_qkv(T* out, const LlamaBlockWeights& w, std::int64_t C, std::int64_t KV) {
+  std::copy_n(w.wq.data<T>(), C * C, out);
+  std::copy_n(w.wk.data<T>(), KV * C, out + C * C);
+  std::copy_n(w.wv.data<T>(), KV * C, out + (C + KV) * C);
+}
+
+template <typename T> void add_to(T* dst, const T* src, std::int64_t n) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+}  // namespace
+
 template <typename T> void LlamaModel<T>::block_compute(int l, const LlamaBlockWeights& w) {
   const std::int64_t C = cfg_.C, N = B_ * T_, a = slot(l), W = cfg_.qkv_width(), KV = cfg_.kv_dim(), FF = cfg_.FF;
   const std::int64_t hs = cfg_.head_size();
@@ -109,10 +129,9 @@ template <typename T> void LlamaModel<T>::block_compute(int l, const LlamaBlockW
   T* act = layer_ptr<T>(act_, a);
   T* out = layer_ptr<T>(encoded_, l + 1);
   ops::rmsnorm_forward(ln1, layer_ptr<T>(rstd1_, a), x, ptr<T>(w.attn_norm), N, C, cfg_.norm_eps);
-  // q | k | v into one packed row (N, W): three GEMMs writing column blocks.
-  linalg::gemm<T>(false, true, N, C, C, T(1), ln1, C, ptr<T>(w.wq), C, T(0), qkv, W);
-  linalg::gemm<T>(false, true, N, KV, C, T(1), ln1, C, ptr<T>(w.wk), C, T(0), qkv + C, W);
-  linalg::gemm<T>(false, true, N, KV, C, T(1), ln1, C, ptr<T>(w.wv), C, T(0), qkv + C + KV, W);
+  // q | k | v into one packed row (N, W), one GEMM with the packed weights.
+  pack_qkv(ptr<T>(wqkv_), w, C, KV);
+  linalg::gemm<T>(false, true, N, W, C, T(1), ln1, C, ptr<T>(wqkv_), C, T(0), qkv, W);
   ops::rope_apply(qkv, rope_, B_, T_, W, cfg_.NH, hs, false);
   ops::rope_apply(qkv + C, rope_, B_, T_, W, cfg_.NKV, hs, false);
   ops::gqa_attention_forward(atty, layer_ptr<T>(att_, a), qkv, B_, T_, cfg_.NH, cfg_.NKV, hs);
@@ -202,13 +221,13 @@ void LlamaModel<T>::block_backward(int l, const LlamaBlockWeights& w, const Llam
                               hs);
   ops::rope_apply(dqkv, rope_, B_, T_, W, cfg_.NH, hs, true);
   ops::rope_apply(dqkv + C, rope_, B_, T_, W, cfg_.NKV, hs, true);
-  // dln1 = dq·wq + dk·wk + dv·wv; dw += dᵀ·ln1.
-  linalg::gemm<T>(false, false, N, C, C, T(1), dqkv, W, ptr<T>(w.wq), C, T(0), dsmall, C);
-  linalg::gemm<T>(false, false, N, C, KV, T(1), dqkv + C, W, ptr<T>(w.wk), C, T(1), dsmall, C);
-  linalg::gemm<T>(false, false, N, C, KV, T(1), dqkv + C + KV, W, ptr<T>(w.wv), C, T(1), dsmall, C);
-  linalg::gemm<T>(true, false, C, C, N, T(1), dqkv, W, ln1, C, T(1), ptr<T>(g.wq), C);
-  linalg::gemm<T>(true, false, KV, C, N, T(1), dqkv + C, W, ln1, C, T(1), ptr<T>(g.wk), C);
-  linalg::gemm<T>(true, false, KV, C, N, T(1), dqkv + C + KV, W, ln1, C, T(1), ptr<T>(g.wv), C);
+  // dln1 = dqkv · packed (N, C); dpacked = dqkvᵀ · ln1 (W, C), added to the q, k, v gradients.
+  pack_qkv(ptr<T>(wqkv_), w, C, KV);
+  linalg::gemm<T>(false, false, N, C, W, T(1), dqkv, W, ptr<T>(wqkv_), C, T(0), dsmall, C);
+  linalg::gemm<T>(true, false, W, C, N, T(1), dqkv, W, ln1, C, T(0), ptr<T>(dwqkv_), C);
+  add_to(ptr<T>(g.wq), ptr<T>(dwqkv_), C * C);
+  add_to(ptr<T>(g.wk), ptr<T>(dwqkv_) + C * C, KV * C);
+  add_to(ptr<T>(g.wv), ptr<T>(dwqkv_) + (C + KV) * C, KV * C);
   ops::rmsnorm_backward(dres, ptr<T>(g.attn_norm), dsmall, layer_ptr<T>(encoded_, l), ptr<T>(w.attn_norm),
                         layer_ptr<T>(rstd1_, a), N, C);
 }

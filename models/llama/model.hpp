@@ -60,6 +60,7 @@ class LlamaModel {
   Tensor inputs_, targets_;    // i32 (N)
   Tensor dresid_, dsmall_;     // (N, C) backward scratch
   Tensor dbig_, dbig2_;        // (N, max(FF, W)), (N, FF)
+  Tensor wqkv_, dwqkv_;        // (W, C): the layer's q, k, v weights packed (one GEMM each way), their gradient
   bool have_targets_ = false;
   bool logits_are_grad_ = false;
 };
