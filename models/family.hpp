@@ -90,6 +90,18 @@ class UnitRunner {
   virtual std::string describe() const { return ""; }  // what a log line should say about the kernels
 };
 
+// Generation, one sequence on the CPU: each step feeds one token at the next position and returns the logits
+// of the token after it. Keys and values of every earlier position stay in a cache (per layer, (maxT, kv width)),
+// so a step costs one token's forward, not the whole prefix's.
+class TokenGenerator {
+ public:
+  virtual ~TokenGenerator() = default;
+  // The logits (V values, valid until the next step) after appending `token` (in [0, V)) at position(); throws
+  // once the context maxT is full.
+  virtual const float* step(std::int32_t token) = 0;
+  virtual std::int64_t position() const = 0;  // tokens fed so far
+};
+
 // How a runner keeps activations: checkpoint_blocks = only each block's input is kept from the forward and the
 // block's forward is recomputed in its backward (one block's activations instead of L; the same results bit for
 // bit) ([runtime] activation_checkpointing = blocks).
@@ -158,6 +170,9 @@ class Model {
 
   // Forward and backward on the CPU (f32).
   virtual std::unique_ptr<UnitRunner> cpu_runner(const RunnerOptions& opt = {}) const = 0;
+  // Generation on the CPU with a KV cache, over every parameter as `weights` gives it (host f32, global shapes;
+  // the tensors must outlive the generator).
+  virtual std::unique_ptr<TokenGenerator> cpu_generator(const TensorLookup& weights) const = 0;
 };
 
 class ModelFamily {

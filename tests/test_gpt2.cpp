@@ -794,3 +794,28 @@ TEST(Gpt2Hf, ExportThenImportRoundTripsBitExactlyWithConv1DLayout) {
   }
   fs::remove_all(dir);
 }
+
+TEST(Gpt2Generate, KvCacheStepsEqualTheFullForward) {
+  // orthoshard sample's generator: token by token, the logits of the full causal forward at every position.
+  Reference ref;
+  const Gpt2Params p = load_llmc_model(kRef + "/model.bin");
+  const Gpt2Config& cfg = p.config();
+  const Tensor inputs = ref.f.read("/inputs", DType::I32), targets = ref.f.read("/targets", DType::I32);
+  Gpt2Model<float> model(cfg);
+  model.forward(p, inputs, targets);
+  const Tensor full = model.logits();
+  const Gpt2 m(cfg, std::nullopt);
+  const auto gen = m.cpu_generator([&](const std::string& n) { return p.get(n); });
+  double worst = 0;
+  for (std::int64_t t = 0; t < ref.T; ++t) {
+    const float* got = gen->step(inputs.data<std::int32_t>()[t]);
+    for (std::int64_t v = 0; v < cfg.V; ++v)
+      worst = std::max(worst, static_cast<double>(std::abs(got[v] - full.data<float>()[t * cfg.Vp + v])));
+  }
+  EXPECT_LT(worst, 1e-4);
+  EXPECT_THROW(
+      {
+        for (std::int64_t t = ref.T; t <= cfg.maxT; ++t) gen->step(0);
+      },
+      UsageError);  // the context is full
+}

@@ -1,8 +1,9 @@
 // LLaMA: the shared Hugging Face-layout reference case (logits, loss and every gradient, in f32 through the
 // family's CPU runner and in f64), tied embeddings and grouped-query attention by finite differences in f64,
-// activation checkpointing, Hugging Face import and export (round trip, bad configs), and safetensors files fed
-// malformed on purpose.
+// activation checkpointing, Hugging Face import and export (round trip, bad configs), safetensors files fed
+// malformed on purpose, and generation (KV cache against the full forward, sampling determinism).
 #include "tests/test_util.hpp"
+#include "launch/cli/sample_cmd.hpp"
 #include "models/data/loader.hpp"
 #include "models/data/token_stream.hpp"
 #include "models/family.hpp"
@@ -450,4 +451,46 @@ TEST(Safetensors, MalformedFilesAreOneClearError) {
   std::ofstream(d2 / "model.safetensors.index.json", std::ios::trunc) << R"({"weight_map": {"zz": "s.safetensors"}})";
   EXPECT_NE(error_of([&] { SafetensorsSet s(d2.string()); }).find("does not hold it"), std::string::npos);
   fs::remove_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Generation with a KV cache (orthoshard sample).
+
+TEST(LlamaGenerate, KvCacheStepsEqualTheFullForward) {
+  // Feeding sequence 0 token by token gives, at every position, the logits of the full causal forward.
+  Reference ref;
+  const std::unique_ptr<Model> m = reference_model();
+  const LlamaConfig& c = dynamic_cast<const Llama&>(*m).config();
+  const auto p = initial_params(*m);
+  LlamaModel<float> net(c);
+  whole_model(net, c, p, nullptr, ref.inputs, ref.targets);
+  const Tensor full = net.logits();  // (B, T, V)
+  const auto gen = m->cpu_generator(lookup(p));
+  double worst = 0;
+  for (std::int64_t t = 0; t < ref.T; ++t) {
+    const float* got = gen->step(ref.inputs.data<std::int32_t>()[t]);
+    for (std::int64_t v = 0; v < c.V; ++v)
+      worst = std::max(worst, static_cast<double>(std::abs(got[v] - full.data<float>()[t * c.Vp + v])));
+  }
+  EXPECT_LT(worst, 1e-4);
+  EXPECT_EQ(gen->position(), ref.T);
+}
+
+TEST(LlamaGenerate, SamplingIsDeterministicForASeed) {
+  const std::unique_ptr<Model> m = reference_model();
+  const auto p = initial_params(*m);
+  auto run = [&](std::uint64_t seed, double temperature, std::int64_t top_k) {
+    SampleOptions o;
+    o.seed = seed;
+    o.temperature = temperature;
+    o.top_k = top_k;
+    const auto gen = m->cpu_generator(lookup(p));
+    return sample_tokens(*gen, m->vocab_size(), prompt_tokens("Once upon", 256), 20, o);
+  };
+  EXPECT_EQ(run(1, 1.0, 0), run(1, 1.0, 0));
+  EXPECT_NE(run(1, 1.0, 0), run(2, 1.0, 0));
+  EXPECT_EQ(run(1, 0.0, 0), run(2, 0.0, 0));  // greedy ignores the seed
+  EXPECT_EQ(run(3, 1.0, 1), run(1, 0.0, 0));  // top-1 is greedy
+  EXPECT_EQ(bytes_to_utf8({'a', 0xC3, 0xA9, 0xFF, 'b'}), "a\xC3\xA9\xEF\xBF\xBD" "b");
+  EXPECT_NE(error_of([] { prompt_tokens("1 2 x", 1000); }).find("'x' is not a token id"), std::string::npos);
 }

@@ -143,7 +143,9 @@ void check_format(H5ParallelFile& f) {
 }
 
 // The model and its weights (name -> host f32 tensor), checksums verified.
-std::unique_ptr<Model> read_model(const std::string& path, std::map<std::string, Tensor>& weights) {
+}  // namespace
+
+std::unique_ptr<Model> read_checkpoint_model(const std::string& path, std::map<std::string, Tensor>& weights) {
   H5ParallelFile f = H5ParallelFile::open_read(path, nullptr);
   check_format(f);
   std::unique_ptr<Model> model = model_of(f);
@@ -154,11 +156,9 @@ std::unique_ptr<Model> read_model(const std::string& path, std::map<std::string,
     weights[p.name] = v;
   }
   const auto bad = f.verify_checksums();
-  if (!bad.empty()) fail("'{}': {} fails verification ({}); not exported", path, bad[0].dataset, bad[0].what);
+  if (!bad.empty()) fail("'{}': {} fails verification ({}); not used", path, bad[0].dataset, bad[0].what);
   return model;
 }
-
-}  // namespace
 
 int run_ckpt_inspect(const CkptInspectOptions& opt) {
   std::optional<H5ParallelFile> file;
@@ -310,7 +310,7 @@ int run_ckpt_diff(const CkptDiffOptions& opt) {
 
 int run_ckpt_export(const CkptExportOptions& opt) {
   std::map<std::string, Tensor> weights;
-  const std::unique_ptr<Model> model = read_model(opt.file, weights);
+  const std::unique_ptr<Model> model = read_checkpoint_model(opt.file, weights);
   const std::vector<std::string> formats = model->export_formats();
   if (std::find(formats.begin(), formats.end(), opt.format) == formats.end())
     throw UsageError(fmt::format("ckpt export: --format must be {}, got '{}'", fmt::join(formats, " or "), opt.format));

@@ -4,9 +4,16 @@
 // llm.c model file or safetensors).
 #pragma once
 
+#include "models/family.hpp"
+
+#include <map>
+#include <memory>
 #include <string>
 
 namespace orthoshard {
+
+// The model a checkpoint holds and every one of its weights (host f32, global shapes), checksums verified.
+std::unique_ptr<Model> read_checkpoint_model(const std::string& path, std::map<std::string, Tensor>& weights);
 
 struct CkptInspectOptions {
   std::string file;

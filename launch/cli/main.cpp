@@ -6,6 +6,7 @@
 #include "launch/cli/ckpt_tools.hpp"
 #include "launch/cli/env_info.hpp"
 #include "launch/cli/eval_cmd.hpp"
+#include "launch/cli/sample_cmd.hpp"
 #include "bench/gpu_bench.hpp"
 #include "bench/model_bench.hpp"
 #include "launch/cli/prepare_data.hpp"
@@ -54,6 +55,19 @@ int main(int argc, char** argv) {
   selfcheck->add_option("--inject-failure", inject_failure, "Make this rank fail, to check that the job ends")
       ->check(CLI::NonNegativeNumber);
 
+  SampleOptions sample_opt;
+  auto* sample_cmd = app.add_subcommand("sample", "Text from a checkpoint's model (one process, CPU, KV cache)");
+  sample_cmd->add_option("checkpoint", sample_opt.checkpoint, "Checkpoint (step_<N>.h5, or a checkpoint directory)")
+      ->required();
+  sample_cmd->add_option("--prompt", sample_opt.prompt,
+                         "Text (byte-level models, V = 256) or space-separated token ids; default a newline / "
+                         "<|endoftext|> / token 0");
+  sample_cmd->add_option("--tokens", sample_opt.tokens, "Tokens to generate")->capture_default_str();
+  sample_cmd->add_option("--temperature", sample_opt.temperature, "Softmax temperature; 0 = greedy")
+      ->capture_default_str();
+  sample_cmd->add_option("--top-k", sample_opt.top_k, "Sample among the K most likely tokens; 0 = all")
+      ->capture_default_str();
+  sample_cmd->add_option("--seed", sample_opt.seed, "The same seed gives the same text")->capture_default_str();
   EvalOptions eval_opt;
   auto* eval_cmd = app.add_subcommand(
       "eval", "Mean loss of a checkpoint on a token file (mpirun -np N: the same at any N)");
@@ -261,6 +275,10 @@ int main(int argc, char** argv) {
     diff_opt.a = resolve_checkpoint_path(diff_opt.a);
     diff_opt.b = resolve_checkpoint_path(diff_opt.b);
     return run_ckpt_diff(diff_opt);
+  });
+  if (sample_cmd->parsed()) return run_guarded([&] {
+    sample_opt.checkpoint = resolve_checkpoint_path(sample_opt.checkpoint);
+    return run_sample(sample_opt);
   });
   if (ckpt_export->parsed()) return run_guarded([&] {
     export_opt.file = resolve_checkpoint_path(export_opt.file);

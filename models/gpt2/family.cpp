@@ -1,6 +1,7 @@
 // GPT-2 as a model family (see family.hpp), with its CPU runner.
 #include "models/gpt2/family.hpp"
 
+#include "models/gpt2/generator.hpp"
 #include "models/gpt2/init.hpp"
 #include "models/gpt2/llmc_file.hpp"
 #include "models/gpt2/model.hpp"
@@ -112,6 +113,10 @@ void Gpt2::export_weights(const std::string& format, const TensorLookup& weights
 
 std::unique_ptr<UnitRunner> Gpt2::cpu_runner(const RunnerOptions& opt) const {
   return std::make_unique<Gpt2CpuRunner>(cfg_, opt.checkpoint_blocks);
+}
+
+std::unique_ptr<TokenGenerator> Gpt2::cpu_generator(const TensorLookup& weights) const {
+  return make_gpt2_generator(cfg_, weights);
 }
 
 std::unique_ptr<Model> Gpt2Family::create(const ModelSpec& spec) const {

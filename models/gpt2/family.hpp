@@ -45,6 +45,7 @@ class Gpt2 final : public Model {
   void export_weights(const std::string& format, const TensorLookup& weights, const std::string& path,
                       const std::string& source) const override;
   std::unique_ptr<UnitRunner> cpu_runner(const RunnerOptions& opt = {}) const override;
+  std::unique_ptr<TokenGenerator> cpu_generator(const TensorLookup& weights) const override;
 
  private:
   Gpt2Config cfg_;

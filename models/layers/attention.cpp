@@ -102,6 +102,36 @@ void gqa_attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, 
   }
 }
 
+void decode_attention(float* out, const float* q, const float* keys, const float* values, std::int64_t n,
+                      std::int64_t stride, std::int64_t NH, std::int64_t NKV, std::int64_t hs) {
+  const std::int64_t group = NH / NKV;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+  std::vector<float> p(static_cast<std::size_t>(n));
+  for (std::int64_t h = 0; h < NH; ++h) {
+    const std::int64_t kvh = h / group;
+    const float* qh = q + h * hs;
+    float mx = -INFINITY;
+    for (std::int64_t j = 0; j < n; ++j) {
+      const float* k = keys + j * stride + kvh * hs;
+      float d = 0;
+#pragma omp simd reduction(+ : d)
+      for (std::int64_t i = 0; i < hs; ++i) d += qh[i] * k[i];
+      p[static_cast<std::size_t>(j)] = d * scale;
+      mx = std::max(mx, d * scale);
+    }
+    float sum = 0;
+    for (auto& x : p) sum += (x = std::exp(x - mx));
+    float* o = out + h * hs;
+    std::fill(o, o + hs, 0.0f);
+    for (std::int64_t j = 0; j < n; ++j) {
+      const float* v = values + j * stride + kvh * hs;
+      const float pj = p[static_cast<std::size_t>(j)] / sum;
+#pragma omp simd
+      for (std::int64_t i = 0; i < hs; ++i) o[i] += pj * v[i];
+    }
+  }
+}
+
 template void gqa_attention_forward<float>(float*, float*, const float*, std::int64_t, std::int64_t, std::int64_t,
                                            std::int64_t, std::int64_t);
 template void gqa_attention_forward<double>(double*, double*, const double*, std::int64_t, std::int64_t,

@@ -19,6 +19,11 @@ template <typename T>
 void gqa_attention_backward(T* dqkv, const T* dout, const T* qkv, const T* att, std::int64_t B, std::int64_t Tn,
                             std::int64_t NH, std::int64_t NKV, std::int64_t hs);
 
+// One query row attending to n cached positions (generation): out (NH·hs) from q (NH·hs) and keys, values
+// (n, NKV·hs) with row stride `stride`.
+void decode_attention(float* out, const float* q, const float* keys, const float* values, std::int64_t n,
+                      std::int64_t stride, std::int64_t NH, std::int64_t NKV, std::int64_t hs);
+
 // Multi-head attention (GPT-2): qkv (B, T, 3C), C = NH·hs.
 template <typename T>
 void attention_forward(T* out, T* att, const T* qkv, std::int64_t B, std::int64_t Tn, std::int64_t C,

@@ -23,14 +23,14 @@ RopeTable<T>::RopeTable(std::int64_t maxT_, std::int64_t hs, double theta) : max
 
 template <typename T>
 void rope_apply(T* x, const RopeTable<T>& table, std::int64_t B, std::int64_t Tn, std::int64_t stride,
-                std::int64_t heads, std::int64_t hs, bool inverse) {
+                std::int64_t heads, std::int64_t hs, bool inverse, std::int64_t pos0) {
   const std::int64_t half = hs / 2;
   const T sign = inverse ? T(-1) : T(1);
 #pragma omp parallel for collapse(2) schedule(static) if (B * Tn * heads * hs > kParallelMinWork)
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t t = 0; t < Tn; ++t) {
-      const T* c = table.cos.data() + t * half;
-      const T* s = table.sin.data() + t * half;
+      const T* c = table.cos.data() + (pos0 + t) * half;
+      const T* s = table.sin.data() + (pos0 + t) * half;
       T* row = x + (b * Tn + t) * stride;
       for (std::int64_t h = 0; h < heads; ++h) {
         T* lo = row + h * hs;
@@ -48,8 +48,8 @@ void rope_apply(T* x, const RopeTable<T>& table, std::int64_t B, std::int64_t Tn
 template struct RopeTable<float>;
 template struct RopeTable<double>;
 template void rope_apply<float>(float*, const RopeTable<float>&, std::int64_t, std::int64_t, std::int64_t,
-                                std::int64_t, std::int64_t, bool);
+                                std::int64_t, std::int64_t, bool, std::int64_t);
 template void rope_apply<double>(double*, const RopeTable<double>&, std::int64_t, std::int64_t, std::int64_t,
-                                 std::int64_t, std::int64_t, bool);
+                                 std::int64_t, std::int64_t, bool, std::int64_t);
 
 }  // namespace orthoshard::ops

@@ -20,9 +20,10 @@ struct RopeTable {
 };
 
 // Rotates `heads` heads of size hs in place, for rows (B, T) of x whose row stride is `stride` elements (the
-// heads start at x). inverse = true rotates by −a: the backward (the rotation is orthogonal).
+// heads start at x); row t is at position pos0 + t. inverse = true rotates by −a: the backward (the rotation is
+// orthogonal).
 template <typename T>
 void rope_apply(T* x, const RopeTable<T>& table, std::int64_t B, std::int64_t Tn, std::int64_t stride,
-                std::int64_t heads, std::int64_t hs, bool inverse);
+                std::int64_t heads, std::int64_t hs, bool inverse, std::int64_t pos0 = 0);
 
 }  // namespace orthoshard::ops

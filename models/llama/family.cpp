@@ -1,6 +1,7 @@
 // LLaMA as a model family (see family.hpp), with its CPU runner.
 #include "models/llama/family.hpp"
 
+#include "models/llama/generator.hpp"
 #include "models/llama/model.hpp"
 #include "models/llama/params.hpp"
 #include "runtime/core/error.hpp"
@@ -185,6 +186,10 @@ void Llama::export_weights(const std::string& format, const TensorLookup& weight
 
 std::unique_ptr<UnitRunner> Llama::cpu_runner(const RunnerOptions& opt) const {
   return std::make_unique<LlamaCpuRunner>(cfg_, opt.checkpoint_blocks);
+}
+
+std::unique_ptr<TokenGenerator> Llama::cpu_generator(const TensorLookup& weights) const {
+  return make_llama_generator(cfg_, weights);
 }
 
 std::unique_ptr<Model> LlamaFamily::create(const ModelSpec& spec) const {
