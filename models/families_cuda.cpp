@@ -2,6 +2,8 @@
 #include "models/device_runner.hpp"
 #include "models/gpt2/cuda/device_runner.hpp"
 #include "models/gpt2/family.hpp"
+#include "models/llama/cuda/device_model.hpp"
+#include "models/llama/family.hpp"
 
 #include "runtime/core/error.hpp"
 
@@ -11,6 +13,8 @@ std::unique_ptr<UnitRunner> make_device_runner(const Model& model, cuda::Blas& b
                                                const DeviceRunnerOptions& opt) {
   if (const auto* gpt2 = dynamic_cast<const Gpt2*>(&model))
     return make_gpt2_device_runner(gpt2->config(), blas, stream, opt);
+  if (const auto* llama = dynamic_cast<const Llama*>(&model))
+    return make_llama_device_runner(llama->config(), blas, stream, opt.dtype, opt.attention, opt.checkpoint_blocks);
   throw UsageError(fmt::format("runtime.backend = cuda: {} has no GPU implementation", model.family().title()));
 }
 

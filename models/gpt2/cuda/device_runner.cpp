@@ -4,6 +4,7 @@
 #include "models/gpt2/cuda/device_runner.hpp"
 
 #include "models/gpt2/cuda/device_model.hpp"
+#include "models/device_runner.hpp"
 #include "models/gpt2/unit_runner.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/cuda/check.hpp"
@@ -22,18 +23,9 @@ class Gpt2DeviceRunner final : public Gpt2UnitRunner<DeviceGpt2Model<T>> {
 
   void set_batch(std::int64_t B, std::int64_t Tn, int micro_batches) override {
     this->net_.set_batch(B, Tn);
-    tokens_ = B * Tn;
-    const auto bytes = static_cast<std::size_t>(tokens_ * micro_batches) * sizeof(float);
-    if (losses_.bytes() < bytes) losses_ = cuda::PinnedBuffer(bytes);
-    slots_ = micro_batches;
+    losses_.resize(B * Tn, micro_batches);
   }
-  double take_loss_sum() override {
-    OS_CUDA_CHECK(cudaStreamSynchronize(this->net_.stream()));  // the loss copies have landed
-    double sum = 0;
-    for (int j = 0; j < filled_; ++j) sum += DeviceGpt2Model<T>::mean_of(slot(j), tokens_);
-    filled_ = 0;
-    return sum;
-  }
+  double take_loss_sum() override { return losses_.take_sum(this->net_.stream()); }
   std::uint64_t activation_bytes() const override { return this->net_.activation_bytes(); }
   std::string describe() const override {
     return fmt::format("attention {}", this->net_.flash_attention() ? "flash (fused)" : "cuBLAS GEMMs");
@@ -41,15 +33,11 @@ class Gpt2DeviceRunner final : public Gpt2UnitRunner<DeviceGpt2Model<T>> {
 
  private:
   void head_forward(const HeadWeights& w, const Tensor& targets) override {
-    OS_CHECK(filled_ < slots_, "GPT-2 (cuda): more micro-batches than set_batch sized ({})", slots_);
     this->net_.head_forward_async(w, targets);
-    this->net_.copy_losses_async(slot(filled_++));
+    this->net_.copy_losses_async(losses_.next("GPT-2"));
   }
-  float* slot(int j) { return static_cast<float*>(losses_.data()) + j * tokens_; }
 
-  cuda::PinnedBuffer losses_;  // (micro-batches, B·T) per-token losses of the step
-  std::int64_t tokens_ = 0;
-  int slots_ = 0, filled_ = 0;
+  DeviceLossSlots losses_;  // the step's per-token losses
 };
 
 }  // namespace

@@ -22,7 +22,7 @@ __global__ void embedding_forward_kernel(T* out, const std::int32_t* tokens, con
        i += std::int64_t(gridDim.x) * blockDim.x) {
     const std::int64_t n = i / C, c = i % C;
     const std::int64_t tok = tokens[n];
-    out[i] = from_f<T>(to_f(wte[tok * C + c]) + to_f(wpe[(n % Tn) * C + c]));
+    out[i] = wpe ? from_f<T>(to_f(wte[tok * C + c]) + to_f(wpe[(n % Tn) * C + c])) : wte[tok * C + c];
   }
 }
 

@@ -13,7 +13,8 @@ namespace orthoshard::cuda {
 using bf16 = __nv_bfloat16;
 
 // ---- embedding ----
-// out (B, T, C) = wte[tokens[b, t]] + wpe[t]; tokens must lie in [0, rows of wte) (the caller checks).
+// out (B, T, C) = wte[tokens[b, t]] + wpe[t] (wpe null: the token embedding alone, as LLaMA's); tokens must lie
+// in [0, rows of wte) (the caller checks).
 template <typename T>
 void embedding_forward(T* out, const std::int32_t* tokens, const T* wte, const T* wpe, std::int64_t B,
                        std::int64_t Tn, std::int64_t C, cudaStream_t stream);
@@ -36,7 +37,8 @@ struct EmbeddingBucketsView {
 };
 
 // dwte (V, C) += Σ dout over each token's positions (summed in fp32 in position order, added once),
-// dwpe (T, C) += Σ_b dout (fp32, b order). No float atomics: the result is bitwise reproducible.
+// dwpe (T, C) += Σ_b dout (fp32, b order; dwpe may be null). No float atomics: the result is bitwise
+// reproducible.
 template <typename T>
 void embedding_backward(T* dwte, T* dwpe, const T* dout, const EmbeddingBucketsView& buckets, std::int64_t B,
                         std::int64_t Tn, std::int64_t C, cudaStream_t stream);

@@ -25,4 +25,18 @@ template <typename T>
 void attention_backward(Blas& blas, T* dqkv, T* workspace, const T* dout, const T* qkv, const T* att, std::int64_t B,
                         std::int64_t Tn, std::int64_t C, std::int64_t NH, cudaStream_t stream);
 
+// Grouped-query attention over packed rows (B, T, (NH + 2·NKV)·hs) as ops::gqa_attention_forward/backward: out
+// (B, T, NH·hs), att (B, NH, T, T); K and V are never repeated (one GEMM per key/value head covers its group).
+std::size_t gqa_attention_forward_workspace(std::int64_t B, std::int64_t Tn, std::int64_t NH, std::int64_t NKV,
+                                            std::int64_t hs);
+std::size_t gqa_attention_backward_workspace(std::int64_t B, std::int64_t Tn, std::int64_t NH, std::int64_t NKV,
+                                             std::int64_t hs);
+template <typename T>
+void gqa_attention_forward(Blas& blas, T* out, T* att, T* workspace, const T* qkv, std::int64_t B, std::int64_t Tn,
+                           std::int64_t NH, std::int64_t NKV, std::int64_t hs, cudaStream_t stream);
+template <typename T>
+void gqa_attention_backward(Blas& blas, T* dqkv, T* workspace, const T* dout, const T* qkv, const T* att,
+                            std::int64_t B, std::int64_t Tn, std::int64_t NH, std::int64_t NKV, std::int64_t hs,
+                            cudaStream_t stream);
+
 }  // namespace orthoshard::cuda

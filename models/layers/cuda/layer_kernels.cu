@@ -151,7 +151,7 @@ __global__ void column_partials_kernel(float* partial, const T* dout, const T* x
   for (std::int64_t n = r0; n < r1; ++n) {
     const float d = to_f(dout[n * C + c]);
     sb += d;
-    if constexpr (kLayerNorm) sw += d * (to_f(x[n * C + c]) - mean[n]) * rstd[n];
+    if constexpr (kLayerNorm) sw += d * (to_f(x[n * C + c]) - (mean ? mean[n] : 0.f)) * rstd[n];  // RMSNorm: no mean
   }
   if constexpr (kLayerNorm) {
     partial[chunk * 2 * C + c] = sw;
@@ -334,28 +334,108 @@ __device__ __forceinline__ std::int64_t bthd_offset(std::int64_t i, std::int64_t
   return (b * Tn + t) * row_width + h * hs + d;
 }
 
+// Packed rows (B, T, (NH + 2·NKV)·hs): q heads, then k heads, then v heads. i indexes q (B, NH, T, hs) when
+// i < nq, else k and v (B, NKV, T, hs) at i - nq.
 template <typename T>
-__global__ void split_heads_kernel(T* q, T* k, T* v, const T* qkv, std::int64_t total, std::int64_t Tn,
-                                   std::int64_t NH, std::int64_t hs) {
-  const std::int64_t C = NH * hs;
-  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total; i += std::int64_t(gridDim.x) * blockDim.x) {
-    const std::int64_t o = bthd_offset(i, Tn, NH, hs, 3 * C);
-    q[i] = qkv[o];
-    k[i] = qkv[o + C];
-    v[i] = qkv[o + 2 * C];
+__global__ void split_heads_kernel(T* q, T* k, T* v, const T* qkv, std::int64_t nq, std::int64_t nkv,
+                                   std::int64_t Tn, std::int64_t NH, std::int64_t NKV, std::int64_t hs) {
+  const std::int64_t W = (NH + 2 * NKV) * hs;
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < nq + nkv;
+       i += std::int64_t(gridDim.x) * blockDim.x) {
+    if (i < nq) {
+      q[i] = qkv[bthd_offset(i, Tn, NH, hs, W)];
+    } else {
+      const std::int64_t j = i - nq, o = bthd_offset(j, Tn, NKV, hs, W) + NH * hs;
+      k[j] = qkv[o];
+      v[j] = qkv[o + NKV * hs];
+    }
   }
 }
 template <typename T>
-__global__ void merge_qkv_heads_kernel(T* qkv, const T* q, const T* k, const T* v, std::int64_t total,
-                                       std::int64_t Tn, std::int64_t NH, std::int64_t hs) {
-  const std::int64_t C = NH * hs;
-  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total; i += std::int64_t(gridDim.x) * blockDim.x) {
-    const std::int64_t o = bthd_offset(i, Tn, NH, hs, 3 * C);
-    qkv[o] = q[i];
-    qkv[o + C] = k[i];
-    qkv[o + 2 * C] = v[i];
+__global__ void merge_qkv_heads_kernel(T* qkv, const T* q, const T* k, const T* v, std::int64_t nq, std::int64_t nkv,
+                                       std::int64_t Tn, std::int64_t NH, std::int64_t NKV, std::int64_t hs) {
+  const std::int64_t W = (NH + 2 * NKV) * hs;
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < nq + nkv;
+       i += std::int64_t(gridDim.x) * blockDim.x) {
+    if (i < nq) {
+      qkv[bthd_offset(i, Tn, NH, hs, W)] = q[i];
+    } else {
+      const std::int64_t j = i - nq, o = bthd_offset(j, Tn, NKV, hs, W) + NH * hs;
+      qkv[o] = k[j];
+      qkv[o + NKV * hs] = v[j];
+    }
   }
 }
+
+// ---------------- RMSNorm, rotary embeddings, SwiGLU (LLaMA) ----------------
+
+// One warp per row: out = x · rstd · w, rstd = 1 / sqrt(mean(x²) + eps).
+template <typename T>
+__global__ void rmsnorm_forward_kernel(T* out, float* rstd, const T* x, const T* w, std::int64_t N, std::int64_t C,
+                                       float eps) {
+  const std::int64_t row = blockIdx.x * std::int64_t(blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (row >= N) return;
+  const T* xr = x + row * C;
+  float s = 0.f;
+  for (std::int64_t c = lane; c < C; c += 32) s += to_f(xr[c]) * to_f(xr[c]);
+  const float r = 1.0f / sqrtf(detail::warp_sum(s) / static_cast<float>(C) + eps);
+  T* o = out + row * C;
+  for (std::int64_t c = lane; c < C; c += 32) o[c] = from_f<T>(to_f(xr[c]) * r * to_f(w[c]));
+  if (lane == 0 && rstd) rstd[row] = r;
+}
+
+// dx += rstd · (dnorm − x̂ · mean(dnorm · x̂)), dnorm = dout · w; one warp per row.
+template <typename T>
+__global__ void rmsnorm_backward_dx_kernel(T* dx, const T* dout, const T* x, const T* w, const float* rstd,
+                                           std::int64_t N, std::int64_t C) {
+  const std::int64_t row = blockIdx.x * std::int64_t(blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (row >= N) return;
+  const T* xr = x + row * C;
+  const T* dr = dout + row * C;
+  const float r = rstd[row];
+  float sum = 0.f;
+  for (std::int64_t c = lane; c < C; c += 32) sum += to_f(dr[c]) * to_f(w[c]) * to_f(xr[c]) * r;
+  sum = detail::warp_sum(sum) / static_cast<float>(C);
+  T* o = dx + row * C;
+  for (std::int64_t c = lane; c < C; c += 32)
+    o[c] = from_f<T>(to_f(o[c]) + r * (to_f(dr[c]) * to_f(w[c]) - to_f(xr[c]) * r * sum));
+}
+
+// One thread per rotated pair (b, t, head, i < hs/2), in place; cos/sin tables (maxT, hs/2) in fp32.
+template <typename T>
+__global__ void rope_kernel(T* x, const float* cosv, const float* sinv, std::int64_t total, std::int64_t Tn,
+                            std::int64_t stride, std::int64_t heads, std::int64_t half, float sign) {
+  for (std::int64_t id = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; id < total;
+       id += std::int64_t(gridDim.x) * blockDim.x) {
+    const std::int64_t i = id % half, h = (id / half) % heads, bt = id / (half * heads), t = bt % Tn;
+    T* lo = x + bt * stride + h * 2 * half + i;
+    T* hi = lo + half;
+    const float c = cosv[t * half + i], s = sign * sinv[t * half + i];
+    const float a = to_f(*lo), d = to_f(*hi);
+    *lo = from_f<T>(a * c - d * s);
+    *hi = from_f<T>(d * c + a * s);
+  }
+}
+
+template <typename T>
+__global__ void swiglu_forward_kernel(T* out, const T* gate, const T* up, std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x) {
+    const float g = to_f(gate[i]);
+    out[i] = from_f<T>(g / (1.f + expf(-g)) * to_f(up[i]));
+  }
+}
+template <typename T>
+__global__ void swiglu_backward_kernel(T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < n; i += std::int64_t(gridDim.x) * blockDim.x) {
+    const float g = to_f(gate[i]), u = to_f(up[i]), d = to_f(dout[i]);
+    const float sg = 1.f / (1.f + expf(-g));
+    dgate[i] = from_f<T>(d * u * sg * (1.f + g * (1.f - sg)));
+    dup[i] = from_f<T>(d * g * sg);
+  }
+}
+
 template <typename T>
 __global__ void merge_heads_kernel(T* out, const T* y, std::int64_t total, std::int64_t Tn, std::int64_t NH,
                                    std::int64_t hs) {
@@ -508,19 +588,64 @@ void causal_softmax_backward_inplace(T* datt, const T* att, float scale, std::in
 }
 
 template <typename T>
-void split_heads(T* q, T* k, T* v, const T* qkv, std::int64_t B, std::int64_t Tn, std::int64_t NH, std::int64_t hs,
-                 cudaStream_t stream) {
-  const std::int64_t total = B * NH * Tn * hs;
-  if (total == 0) return;
-  split_heads_kernel<<<blocks_for(total), kThreads, 0, stream>>>(q, k, v, qkv, total, Tn, NH, hs);
+void split_heads(T* q, T* k, T* v, const T* qkv, std::int64_t B, std::int64_t Tn, std::int64_t NH, std::int64_t NKV,
+                 std::int64_t hs, cudaStream_t stream) {
+  OS_CUDA_REQUIRE(NKV > 0 && NH % NKV == 0, "split_heads: NH must be a multiple of NKV");
+  const std::int64_t nq = B * NH * Tn * hs, nkv = B * NKV * Tn * hs;
+  if (nq == 0) return;
+  split_heads_kernel<<<blocks_for(nq + nkv), kThreads, 0, stream>>>(q, k, v, qkv, nq, nkv, Tn, NH, NKV, hs);
   OS_CUDA_CHECK_LAUNCH();
 }
 template <typename T>
 void merge_qkv_heads(T* qkv, const T* q, const T* k, const T* v, std::int64_t B, std::int64_t Tn, std::int64_t NH,
-                     std::int64_t hs, cudaStream_t stream) {
-  const std::int64_t total = B * NH * Tn * hs;
+                     std::int64_t NKV, std::int64_t hs, cudaStream_t stream) {
+  OS_CUDA_REQUIRE(NKV > 0 && NH % NKV == 0, "merge_qkv_heads: NH must be a multiple of NKV");
+  const std::int64_t nq = B * NH * Tn * hs, nkv = B * NKV * Tn * hs;
+  if (nq == 0) return;
+  merge_qkv_heads_kernel<<<blocks_for(nq + nkv), kThreads, 0, stream>>>(qkv, q, k, v, nq, nkv, Tn, NH, NKV, hs);
+  OS_CUDA_CHECK_LAUNCH();
+}
+template <typename T>
+void rmsnorm_forward(T* out, float* rstd, const T* x, const T* w, std::int64_t N, std::int64_t C, float eps,
+                     cudaStream_t stream) {
+  OS_CUDA_REQUIRE(C > 0 || N == 0, "rmsnorm_forward: C must be positive");
+  if (N == 0) return;
+  rmsnorm_forward_kernel<<<warp_row_blocks(N), kThreads, 0, stream>>>(out, rstd, x, w, N, C, eps);
+  OS_CUDA_CHECK_LAUNCH();
+}
+template <typename T>
+void rmsnorm_backward(T* dx, T* dw, float* scratch, const T* dout, const T* x, const T* w, const float* rstd,
+                      std::int64_t N, std::int64_t C, cudaStream_t stream) {
+  if (N == 0 || C == 0) return;
+  if (dx) {
+    rmsnorm_backward_dx_kernel<<<warp_row_blocks(N), kThreads, 0, stream>>>(dx, dout, x, w, rstd, N, C);
+    OS_CUDA_CHECK_LAUNCH();
+  }
+  if (dw) {
+    // Σ_n dout·x̂ is layernorm's weight sum with no mean: the same fixed-order column sums (the Σ dout half unused).
+    OS_CUDA_REQUIRE(scratch != nullptr, "rmsnorm_backward: scratch (column_sums_scratch_floats(N, C, 2)) is null");
+    column_sums<T, true>(dw, nullptr, scratch, dout, x, nullptr, rstd, N, C, stream);
+  }
+}
+template <typename T>
+void rope_apply(T* x, const float* cosv, const float* sinv, std::int64_t B, std::int64_t Tn, std::int64_t stride,
+                std::int64_t heads, std::int64_t hs, bool inverse, cudaStream_t stream) {
+  OS_CUDA_REQUIRE(hs % 2 == 0, "rope_apply: the head size must be even");
+  const std::int64_t total = B * Tn * heads * (hs / 2);
   if (total == 0) return;
-  merge_qkv_heads_kernel<<<blocks_for(total), kThreads, 0, stream>>>(qkv, q, k, v, total, Tn, NH, hs);
+  rope_kernel<<<blocks_for(total), kThreads, 0, stream>>>(x, cosv, sinv, total, Tn, stride, heads, hs / 2,
+                                                          inverse ? -1.f : 1.f);
+  OS_CUDA_CHECK_LAUNCH();
+}
+template <typename T> void swiglu_forward(T* out, const T* gate, const T* up, std::int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  swiglu_forward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(out, gate, up, n);
+  OS_CUDA_CHECK_LAUNCH();
+}
+template <typename T>
+void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  swiglu_backward_kernel<<<blocks_for(n), kThreads, 0, stream>>>(dgate, dup, dout, gate, up, n);
   OS_CUDA_CHECK_LAUNCH();
 }
 template <typename T>
@@ -559,9 +684,16 @@ void split_heads_one(T* y, const T* out, std::int64_t B, std::int64_t Tn, std::i
   template void causal_softmax_inplace<T>(T*, std::int64_t, std::int64_t, cudaStream_t);                           \
   template void causal_softmax_backward_inplace<T>(T*, const T*, float, std::int64_t, std::int64_t, cudaStream_t); \
   template void split_heads<T>(T*, T*, T*, const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,       \
-                               cudaStream_t);                                                                      \
+                               std::int64_t, cudaStream_t);                                                        \
   template void merge_qkv_heads<T>(T*, const T*, const T*, const T*, std::int64_t, std::int64_t, std::int64_t,     \
-                                   std::int64_t, cudaStream_t);                                                    \
+                                   std::int64_t, std::int64_t, cudaStream_t);                                      \
+  template void rmsnorm_forward<T>(T*, float*, const T*, const T*, std::int64_t, std::int64_t, float, cudaStream_t); \
+  template void rmsnorm_backward<T>(T*, T*, float*, const T*, const T*, const T*, const float*, std::int64_t,      \
+                                    std::int64_t, cudaStream_t);                                                   \
+  template void rope_apply<T>(T*, const float*, const float*, std::int64_t, std::int64_t, std::int64_t,            \
+                              std::int64_t, std::int64_t, bool, cudaStream_t);                                     \
+  template void swiglu_forward<T>(T*, const T*, const T*, std::int64_t, cudaStream_t);                             \
+  template void swiglu_backward<T>(T*, T*, const T*, const T*, const T*, std::int64_t, cudaStream_t);              \
   template void merge_heads<T>(T*, const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, cudaStream_t); \
   template void split_heads_one<T>(T*, const T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,           \
                                    cudaStream_t);

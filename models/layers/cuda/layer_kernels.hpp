@@ -62,13 +62,14 @@ template <typename T> void causal_softmax_inplace(T* att, std::int64_t BNH, std:
 template <typename T>
 void causal_softmax_backward_inplace(T* datt, const T* att, float scale, std::int64_t BNH, std::int64_t Tn,
                                      cudaStream_t stream);
-// qkv (B, T, 3, NH, hs) -> q, k, v (B, NH, T, hs) each; and the inverse (overwriting qkv).
+// qkv (B, T, (NH + 2·NKV)·hs) packed q | k | v heads -> q (B, NH, T, hs), k and v (B, NKV, T, hs); and the
+// inverse (overwriting qkv). GPT-2 is NKV = NH.
 template <typename T>
-void split_heads(T* q, T* k, T* v, const T* qkv, std::int64_t B, std::int64_t Tn, std::int64_t NH, std::int64_t hs,
-                 cudaStream_t stream);
+void split_heads(T* q, T* k, T* v, const T* qkv, std::int64_t B, std::int64_t Tn, std::int64_t NH, std::int64_t NKV,
+                 std::int64_t hs, cudaStream_t stream);
 template <typename T>
 void merge_qkv_heads(T* qkv, const T* q, const T* k, const T* v, std::int64_t B, std::int64_t Tn, std::int64_t NH,
-                     std::int64_t hs, cudaStream_t stream);
+                     std::int64_t NKV, std::int64_t hs, cudaStream_t stream);
 // y (B, NH, T, hs) <-> out (B, T, NH·hs).
 template <typename T>
 void merge_heads(T* out, const T* y, std::int64_t B, std::int64_t Tn, std::int64_t NH, std::int64_t hs,
@@ -76,5 +77,25 @@ void merge_heads(T* out, const T* y, std::int64_t B, std::int64_t Tn, std::int64
 template <typename T>
 void split_heads_one(T* y, const T* out, std::int64_t B, std::int64_t Tn, std::int64_t NH, std::int64_t hs,
                      cudaStream_t stream);
+
+// ---- LLaMA's layers (models/layers/rmsnorm.hpp, rope.hpp, swiglu.hpp) ----
+// out (N, C) = x · rstd · w, rstd (N) = 1 / sqrt(mean(x²) + eps) in fp32.
+template <typename T>
+void rmsnorm_forward(T* out, float* rstd, const T* x, const T* w, std::int64_t N, std::int64_t C, float eps,
+                     cudaStream_t stream);
+// dx (N, C) += ∂/∂x (may be null); dw (C) += Σ_n dout·x̂ (fixed-order sums; scratch: column_sums_scratch_floats(N,
+// C, 2)). dx must not overlap dout, x or w.
+template <typename T>
+void rmsnorm_backward(T* dx, T* dw, float* scratch, const T* dout, const T* x, const T* w, const float* rstd,
+                      std::int64_t N, std::int64_t C, cudaStream_t stream);
+// Rotates `heads` heads of size hs in place in rows (B, T) of stride `stride` elements, with cos/sin tables
+// (maxT, hs/2) on the device (fp32); inverse rotates back (the backward).
+template <typename T>
+void rope_apply(T* x, const float* cosv, const float* sinv, std::int64_t B, std::int64_t Tn, std::int64_t stride,
+                std::int64_t heads, std::int64_t hs, bool inverse, cudaStream_t stream);
+// out = SiLU(gate) ⊙ up (out may alias gate or up); dgate, dup from dout (either may alias dout).
+template <typename T> void swiglu_forward(T* out, const T* gate, const T* up, std::int64_t n, cudaStream_t stream);
+template <typename T>
+void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, std::int64_t n, cudaStream_t stream);
 
 }  // namespace orthoshard::cuda
