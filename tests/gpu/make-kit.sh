@@ -7,7 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$root/build}
-targets=(orthoshard test_cuda test_device_comm test_gpt2_cuda test_train_cuda)
+targets=(orthoshard test_cuda test_device_comm test_gpt2_cuda test_llama_cuda test_train_cuda)
 multiarch=x86_64-linux-gnu
 
 [ -f "$build/CMakeCache.txt" ] || { echo "error: no build in $build (run launch/build.sh first)" >&2; exit 2; }
@@ -23,7 +23,7 @@ mkdir -p "$k/bin" "$k/lib" "$k/usr/bin" "$k/usr/lib/$multiarch" "$k/usr/share" "
 for t in "${targets[@]}"; do cp "$build/bin/$t" "$k/bin/"; done
 # The shared reference data the GPU tests compare with (small).
 testdata=$root/../shared/testdata
-[ -d "$testdata" ] && { mkdir -p "$k/testdata"; cp -a "$testdata/gpt2" "$testdata/optim" "$k/testdata/"; }
+[ -d "$testdata" ] && { mkdir -p "$k/testdata"; cp -a "$testdata/gpt2" "$testdata/llama" "$testdata/optim" "$k/testdata/"; }
 
 # Open MPI and PMIx at their Debian paths under $k/usr (their install paths are prefix-relative).
 cp -a "/usr/lib/$multiarch/openmpi" "/usr/lib/$multiarch/pmix2" "$k/usr/lib/$multiarch/"

@@ -65,6 +65,7 @@ run_tests=0 run_bench=0
 if [ $run_tests = 1 ]; then
 step cuda_kernels "$KIT/bin/test_cuda"
 step gpt2_cuda "$KIT/bin/test_gpt2_cuda"
+step llama_cuda "$KIT/bin/test_llama_cuda"
 for np in 1 2 3 4; do step "device_comm_np$np" mpirun -np "$np" "$KIT/bin/test_device_comm"; done
 # Every optimizer trace through the GPU optimizer: bf16 Newton-Schulz (2e-2) and f32 (1e-4); NCCL at 1 rank,
 # staged MPI at 2-4 ranks (they share the GPU). Lines in gtest's format so step() counts them.
