@@ -114,14 +114,14 @@ GpuResult run_gpu(const Llama& m, const std::map<std::string, Tensor>& host, con
 }
 
 template <typename T>
-void reference_case(double loss_tol, double logit_tol, double grad_tol) {
+void reference_case(double loss_tol, double logit_tol, double grad_tol, AttentionKernels attention) {
   ModelSpec spec;
   spec.init_from = kRef;
   const std::unique_ptr<Model> model = make_model(spec);
   const Llama& m = dynamic_cast<const Llama&>(*model);
   H5File f = H5File::open_read(kRef + "/reference.h5");
   const Tensor inputs = f.read("/inputs", DType::I32), targets = f.read("/targets", DType::I32);
-  const GpuResult r = run_gpu<T>(m, host_params(m, 0, false), inputs, targets, AttentionKernels::Auto);
+  const GpuResult r = run_gpu<T>(m, host_params(m, 0, false), inputs, targets, attention);
   const double ref_loss = f.double_attr("/", "loss");
   EXPECT_NEAR(r.loss, ref_loss, loss_tol * ref_loss);
   const Tensor rl = f.read("/logits", DType::F64);
@@ -134,60 +134,65 @@ void reference_case(double loss_tol, double logit_tol, double grad_tol) {
     EXPECT_LE(e, grad_tol) << name;
     worst = std::max(worst, e);
   }
-  std::printf("LLaMA reference %s: loss %.8f vs %.8f, worst gradient error %.3g (limit %.3g)\n",
-              std::is_same_v<T, float> ? "f32" : "bf16", r.loss, ref_loss, worst, grad_tol);
+  std::printf("LLaMA reference %s (attention %s): loss %.8f vs %.8f, worst gradient error %.3g (limit %.3g)\n",
+              std::is_same_v<T, float> ? "f32" : "bf16", attention_kernels_name(attention).data(), r.loss, ref_loss,
+              worst, grad_tol);
 }
 
 }  // namespace
 
 TEST(LlamaCudaReference, F32LossLogitsAndEveryGradient) {
   SKIP_WITHOUT_GPU();
-  reference_case<float>(1e-5, 1e-4, 1e-3);
+  reference_case<float>(1e-5, 1e-4, 1e-3, AttentionKernels::Auto);
 }
 
-TEST(LlamaCudaReference, Bf16GroupedQueryAttention) {
+TEST(LlamaCudaReference, Bf16GroupedQueryAttentionFlashAndGemm) {
   SKIP_WITHOUT_GPU();
-  reference_case<__nv_bfloat16>(1e-2, 3e-2, 8e-2);
+  reference_case<__nv_bfloat16>(1e-2, 3e-2, 8e-2, AttentionKernels::Flash);
+  reference_case<__nv_bfloat16>(1e-2, 3e-2, 8e-2, AttentionKernels::Gemm);
 }
 
 TEST(LlamaCuda, Bf16TiedFlashAndGemmAgainstTheCpuInDouble) {
   SKIP_WITHOUT_GPU();
+  for (const std::int64_t nkv : {4, 1}) {
+    LlamaConfig c;
+    c.L = 2, c.C = 64, c.NH = 4, c.NKV = nkv, c.FF = 96, c.V = 97, c.Vp = 128, c.maxT = 32, c.tie_embeddings = true;
+    const Llama m(c, 5);
+    const auto host = host_params(m, 3, true);
+    const std::int64_t B = 2, Tn = 17;
+    Tensor inputs = Tensor::empty({B, Tn}, DType::I32), targets = Tensor::empty({B, Tn}, DType::I32);
+    for (std::int64_t i = 0; i < B * Tn; ++i) {
+      inputs.data<std::int32_t>()[i] = static_cast<std::int32_t>((i * 37 + 11) % c.V);
+      targets.data<std::int32_t>()[i] = static_cast<std::int32_t>((i * 53 + 5) % c.V);
+    }
+    std::map<std::string, Tensor> g64;
+    for (const auto& [n, t] : host) g64.emplace(n, Tensor::zeros(t.shape(), DType::F64));
+    LlamaModel<double> cpu(c);
+    const TensorLookup pl = [&](const std::string& n) { return host.at(n); };
+    const TensorLookup gl = [&](const std::string& n) { return g64.at(n); };
+    cpu.embedding_forward(llama_embedding_weights(pl), inputs);
+    for (int l = 0; l < c.L; ++l) cpu.block_forward(l, llama_block_weights(pl, l));
+    const double ref_loss = cpu.head_forward(llama_head_weights(pl, c), targets);
+    cpu.head_backward(llama_head_weights(pl, c), llama_head_weights(gl, c));
+    for (int l = 1; l >= 0; --l) cpu.block_backward(l, llama_block_weights(pl, l), llama_block_weights(gl, l));
+    cpu.embedding_backward(llama_embedding_weights(gl));
+    for (const AttentionKernels a : {AttentionKernels::Flash, AttentionKernels::Gemm}) {
+      const GpuResult r = run_gpu<__nv_bfloat16>(m, host, inputs, targets, a);
+      EXPECT_NEAR(r.loss, ref_loss, 1e-2 * ref_loss) << attention_kernels_name(a);
+      for (const auto& [name, g] : r.grads)
+        EXPECT_LE(rel_err(g, g64.at(name).data<double>()), 8e-2) << name << " " << attention_kernels_name(a)
+                                                                    << " NKV " << nkv;
+    }
+  }
+  // Flash needs bf16: refused by name for an f32 model.
   LlamaConfig c;
-  c.L = 2, c.C = 64, c.NH = 4, c.NKV = 4, c.FF = 96, c.V = 97, c.Vp = 128, c.maxT = 32, c.tie_embeddings = true;
-  const Llama m(c, 5);
-  const auto host = host_params(m, 3, true);
-  const std::int64_t B = 2, Tn = 17;
-  Tensor inputs = Tensor::empty({B, Tn}, DType::I32), targets = Tensor::empty({B, Tn}, DType::I32);
-  for (std::int64_t i = 0; i < B * Tn; ++i) {
-    inputs.data<std::int32_t>()[i] = static_cast<std::int32_t>((i * 37 + 11) % c.V);
-    targets.data<std::int32_t>()[i] = static_cast<std::int32_t>((i * 53 + 5) % c.V);
-  }
-  std::map<std::string, Tensor> g64;
-  for (const auto& [n, t] : host) g64.emplace(n, Tensor::zeros(t.shape(), DType::F64));
-  LlamaModel<double> cpu(c);
-  const TensorLookup pl = [&](const std::string& n) { return host.at(n); };
-  const TensorLookup gl = [&](const std::string& n) { return g64.at(n); };
-  cpu.embedding_forward(llama_embedding_weights(pl), inputs);
-  for (int l = 0; l < c.L; ++l) cpu.block_forward(l, llama_block_weights(pl, l));
-  const double ref_loss = cpu.head_forward(llama_head_weights(pl, c), targets);
-  cpu.head_backward(llama_head_weights(pl, c), llama_head_weights(gl, c));
-  for (int l = 1; l >= 0; --l) cpu.block_backward(l, llama_block_weights(pl, l), llama_block_weights(gl, l));
-  cpu.embedding_backward(llama_embedding_weights(gl));
-  for (const AttentionKernels a : {AttentionKernels::Flash, AttentionKernels::Gemm}) {
-    const GpuResult r = run_gpu<__nv_bfloat16>(m, host, inputs, targets, a);
-    EXPECT_NEAR(r.loss, ref_loss, 1e-2 * ref_loss) << attention_kernels_name(a);
-    for (const auto& [name, g] : r.grads)
-      EXPECT_LE(rel_err(g, g64.at(name).data<double>()), 8e-2) << name << " " << attention_kernels_name(a);
-  }
-  // Flash needs NKV = NH: refused by name for a grouped model.
-  LlamaConfig gq = c;
-  gq.NKV = 2;
+  c.L = 1, c.C = 64, c.NH = 4, c.NKV = 2, c.FF = 96, c.V = 97, c.Vp = 128, c.maxT = 32;
   cuda::Stream stream;
   cuda::Blas blas;
   try {
-    DeviceLlamaModel<__nv_bfloat16> bad(gq, blas, stream, AttentionKernels::Flash);
-    ADD_FAILURE() << "flash with NKV < NH must be refused";
+    DeviceLlamaModel<float> bad(c, blas, stream, AttentionKernels::Flash);
+    ADD_FAILURE() << "flash on an f32 model must be refused";
   } catch (const UsageError& e) {
-    EXPECT_NE(std::string(e.what()).find("NKV = NH"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("needs a bf16 LLaMA"), std::string::npos) << e.what();
   }
 }

@@ -102,6 +102,21 @@ __device__ __forceinline__ void write_rows(bf16* dst, float* scratch, int ld, co
   for (int c = half * (HS / 2); c < (half + 1) * (HS / 2); ++c) dst[c] = __float2bfloat16_rn(scratch[r * ld + c] * factor);
 }
 
+// Where a head's rows start in packed q | k | v rows of width W = C + 2·NKV·hs (grouped-query attention: query
+// head h reads key/value head h / (NH / NKV); GPT-2 is NKV = NH, W = 3C).
+struct Heads {
+  std::int64_t W;
+  const bf16 *q, *k, *v;
+  __device__ Heads(const bf16* qkv, int b, int h, int Tn, int C, int NH, int NKV)
+      : W(std::int64_t(C) + 2 * std::int64_t(C / NH) * NKV) {
+    const int hs = C / NH, kvh = h / (NH / NKV);
+    const bf16* row0 = qkv + std::int64_t(b) * Tn * W;
+    q = row0 + std::int64_t(h) * hs;
+    k = row0 + C + std::int64_t(kvh) * hs;
+    v = k + std::int64_t(NKV) * hs;
+  }
+};
+
 // ---------------- forward ----------------
 
 template <int HS> struct ForwardLayout {
@@ -122,7 +137,7 @@ template <int HS> struct ForwardLayout {
 // Grid (B·NH, query tiles), the tiles with the most keys first. stats as flash_attention_forward.
 template <int HS>
 __global__ void __launch_bounds__(ForwardLayout<HS>::kWarps * 32)
-    flash_forward_kernel(bf16* out, float* stats, const bf16* qkv, int Tn, int C, int NH, float scale_log2) {
+    flash_forward_kernel(bf16* out, float* stats, const bf16* qkv, int Tn, int C, int NH, int NKV, float scale_log2) {
   using L = ForwardLayout<HS>;
   __shared__ __align__(32) unsigned char smem[L::kBytes];
   bf16* sk = reinterpret_cast<bf16*>(smem + L::kK);
@@ -133,10 +148,9 @@ __global__ void __launch_bounds__(ForwardLayout<HS>::kWarps * 32)
   bf16* sp = sqp + warp * 16 * L::kLdp;
   const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * L::kRows;
-  const std::int64_t C3 = 3 * std::int64_t(C);
-  const bf16* base = qkv + std::int64_t(b) * Tn * C3 + h * HS;
+  const Heads hd(qkv, b, h, Tn, C, NH, NKV);
 
-  load_rows<L::kRows, HS, L::kLdh>(sqp, base, q0, Tn, C3);
+  load_rows<L::kRows, HS, L::kLdh>(sqp, hd.q, q0, Tn, hd.W);
   __syncthreads();
   FragA qf[HS / 16];
   FragC of[HS / 16];
@@ -151,8 +165,8 @@ __global__ void __launch_bounds__(ForwardLayout<HS>::kWarps * 32)
   const int kend = imin(q0 + L::kRows, Tn);
   for (int k0 = 0; k0 < kend; k0 += L::kTile) {
     __syncthreads();  // every warp holds its Q fragments and is done with the previous K and V tiles
-    load_rows<L::kTile, HS, L::kLdh>(sk, base + C, k0, Tn, C3);
-    load_rows<L::kTile, HS, L::kLdh>(sv, base + 2 * C, k0, Tn, C3);
+    load_rows<L::kTile, HS, L::kLdh>(sk, hd.k, k0, Tn, hd.W);
+    load_rows<L::kTile, HS, L::kLdh>(sv, hd.v, k0, Tn, hd.W);
     __syncthreads();
     product_abt<HS, L::kTile / 16>(scratch, L::kLds, qf, sk, L::kLdh);
     __syncwarp();
@@ -244,7 +258,7 @@ template <int HS> struct DqLayout : BackwardShape<HS> {
 template <int HS>
 __global__ void __launch_bounds__(DqLayout<HS>::kWarps * 32)
     flash_backward_dq_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* stats, const float* delta,
-                             int Tn, int C, int NH, float scale, float scale_log2) {
+                             int Tn, int C, int NH, int NKV, float scale, float scale_log2) {
   using L = DqLayout<HS>;
   __shared__ __align__(32) unsigned char smem[L::kBytes];
   bf16* sq = reinterpret_cast<bf16*>(smem + L::kA);
@@ -257,10 +271,9 @@ __global__ void __launch_bounds__(DqLayout<HS>::kWarps * 32)
   bf16* sds = reinterpret_cast<bf16*>(smem + L::kDs) + warp * 16 * L::kLdp;
   const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * L::kRows;
-  const std::int64_t C3 = 3 * std::int64_t(C);
-  const bf16* base = qkv + std::int64_t(b) * Tn * C3 + h * HS;
+  const Heads hd(qkv, b, h, Tn, C, NH, NKV);
 
-  load_rows<L::kRows, HS, L::kLdh>(sq, base, q0, Tn, C3);
+  load_rows<L::kRows, HS, L::kLdh>(sq, hd.q, q0, Tn, hd.W);
   load_rows<L::kRows, HS, L::kLdh>(sdo, dout + std::int64_t(b) * Tn * C + h * HS, q0, Tn, C);
   __syncthreads();
   FragA qf[HS / 16], dof[HS / 16];
@@ -278,8 +291,8 @@ __global__ void __launch_bounds__(DqLayout<HS>::kWarps * 32)
   const int kend = imin(q0 + L::kRows, Tn);
   for (int k0 = 0; k0 < kend; k0 += L::kTile) {
     __syncthreads();  // fragments loaded (the first time); the previous K and V tiles no longer read
-    load_rows<L::kTile, HS, L::kLdh>(sk, base + C, k0, Tn, C3);
-    load_rows<L::kTile, HS, L::kLdh>(sv, base + 2 * C, k0, Tn, C3);
+    load_rows<L::kTile, HS, L::kLdh>(sk, hd.k, k0, Tn, hd.W);
+    load_rows<L::kTile, HS, L::kLdh>(sv, hd.v, k0, Tn, hd.W);
     __syncthreads();
     product_abt<HS, L::kTile / 16>(ss, L::kLds, qf, sk, L::kLdh);    // S = Q Kᵀ
     product_abt<HS, L::kTile / 16>(sdp, L::kLds, dof, sv, L::kLdh);  // dP = dO Vᵀ
@@ -294,7 +307,7 @@ __global__ void __launch_bounds__(DqLayout<HS>::kWarps * 32)
     accumulate_ab<HS, L::kTile / 16>(dqf, sds, L::kLdp, sk, L::kLdh);  // dQ += dS K
   }
   __syncwarp();
-  write_rows<HS>(q < Tn ? dqkv + (std::int64_t(b) * Tn + q) * C3 + h * HS : nullptr, ss, L::kLdo, dqf, r, half, 1.f);
+  write_rows<HS>(q < Tn ? dqkv + (std::int64_t(b) * Tn + q) * hd.W + h * HS : nullptr, ss, L::kLdo, dqf, r, half, 1.f);
 }
 
 template <int HS> struct DkvLayout : BackwardShape<HS> {
@@ -308,11 +321,12 @@ template <int HS> struct DkvLayout : BackwardShape<HS> {
   static_assert(aligned32(kStats) && aligned32(kP), "WMMA needs 256-bit aligned tiles");
 };
 
-// dK and dV for one key tile: grid (B·NH, key tiles), the tiles with the most queries (the first) first.
+// dK and dV for one key tile of one key/value head: grid (B·NKV, key tiles), the tiles with the most queries (the
+// first) first; the group's query heads one after another into the same accumulators (one writer per dK, dV).
 template <int HS>
 __global__ void __launch_bounds__(DkvLayout<HS>::kWarps * 32)
     flash_backward_dkv_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* stats, const float* delta,
-                              int Tn, int C, int NH, float scale, float scale_log2) {
+                              int Tn, int C, int NH, int NKV, float scale, float scale_log2) {
   using L = DkvLayout<HS>;
   __shared__ __align__(32) unsigned char smem[L::kBytes];
   bf16* sk = reinterpret_cast<bf16*>(smem + L::kA);
@@ -326,14 +340,12 @@ __global__ void __launch_bounds__(DkvLayout<HS>::kWarps * 32)
   float* sdpt = sst + 16 * L::kLds;
   bf16* spt = reinterpret_cast<bf16*>(smem + L::kP) + warp * 2 * 16 * L::kLdp;
   bf16* sdst = spt + 16 * L::kLdp;
-  const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+  const int G = NH / NKV, b = blockIdx.x / NKV, kvh = blockIdx.x % NKV;
   const int k0 = blockIdx.y * L::kRows;
-  const std::int64_t C3 = 3 * std::int64_t(C);
-  const bf16* base = qkv + std::int64_t(b) * Tn * C3 + h * HS;
-  const bf16* dbase = dout + std::int64_t(b) * Tn * C + h * HS;
+  const Heads kv(qkv, b, kvh * G, Tn, C, NH, NKV);
 
-  load_rows<L::kRows, HS, L::kLdh>(sk, base + C, k0, Tn, C3);
-  load_rows<L::kRows, HS, L::kLdh>(sv, base + 2 * C, k0, Tn, C3);
+  load_rows<L::kRows, HS, L::kLdh>(sk, kv.k, k0, Tn, kv.W);
+  load_rows<L::kRows, HS, L::kLdh>(sv, kv.v, k0, Tn, kv.W);
   __syncthreads();
   FragA kf[HS / 16], vf[HS / 16];
   FragC dkf[HS / 16], dvf[HS / 16];
@@ -346,41 +358,47 @@ __global__ void __launch_bounds__(DkvLayout<HS>::kWarps * 32)
   }
   const int r = lane / 2, half = lane % 2;
   const int key = k0 + warp * 16 + r;  // this lane's key row
-  for (int qs = k0 - k0 % L::kTile; qs < Tn; qs += L::kTile) {
-    __syncthreads();  // fragments loaded (the first time); the previous Q, dO tiles and statistics no longer read
-    load_rows<L::kTile, HS, L::kLdh>(sq, base, qs, Tn, C3);
-    load_rows<L::kTile, HS, L::kLdh>(sdo, dbase, qs, Tn, C);
-    for (int i = threadIdx.x; i < L::kTile; i += blockDim.x) {
-      const bool in = qs + i < Tn;
-      slse[i] = in ? stats[std::int64_t(bh) * Tn + qs + i] : 0.f;
-      sdelta[i] = in ? delta[std::int64_t(bh) * Tn + qs + i] : 0.f;
+  for (int h = kvh * G; h < (kvh + 1) * G; ++h) {
+    const std::int64_t bh = std::int64_t(b) * NH + h;
+    const bf16* qbase = kv.q + std::int64_t(h - kvh * G) * HS;
+    const bf16* dbase = dout + std::int64_t(b) * Tn * C + h * HS;
+    for (int qs = k0 - k0 % L::kTile; qs < Tn; qs += L::kTile) {
+      __syncthreads();  // fragments loaded (the first time); the previous Q, dO tiles and statistics no longer read
+      load_rows<L::kTile, HS, L::kLdh>(sq, qbase, qs, Tn, kv.W);
+      load_rows<L::kTile, HS, L::kLdh>(sdo, dbase, qs, Tn, C);
+      for (int i = threadIdx.x; i < L::kTile; i += blockDim.x) {
+        const bool in = qs + i < Tn;
+        slse[i] = in ? stats[std::int64_t(bh) * Tn + qs + i] : 0.f;
+        sdelta[i] = in ? delta[std::int64_t(bh) * Tn + qs + i] : 0.f;
+      }
+      __syncthreads();
+      product_abt<HS, L::kTile / 16>(sst, L::kLds, kf, sq, L::kLdh);    // Sᵀ = K Qᵀ
+      product_abt<HS, L::kTile / 16>(sdpt, L::kLds, vf, sdo, L::kLdh);  // dPᵀ = V dOᵀ
+      __syncwarp();
+      for (int j = 0; j < L::kTile / 2; ++j) {
+        const int c = 2 * j + half, qq = qs + c;
+        const bool live = qq >= key && qq < Tn && key < Tn;
+        const float p = live ? exp2f(sst[r * L::kLds + c] * scale_log2 - slse[c]) : 0.f;
+        spt[r * L::kLdp + c] = __float2bfloat16_rn(p);
+        sdst[r * L::kLdp + c] = __float2bfloat16_rn(p * (sdpt[r * L::kLds + c] - sdelta[c]) * scale);
+      }
+      __syncwarp();
+      accumulate_ab<HS, L::kTile / 16>(dvf, spt, L::kLdp, sdo, L::kLdh);  // dV += Pᵀ dO
+      accumulate_ab<HS, L::kTile / 16>(dkf, sdst, L::kLdp, sq, L::kLdh);  // dK += dSᵀ Q
     }
-    __syncthreads();
-    product_abt<HS, L::kTile / 16>(sst, L::kLds, kf, sq, L::kLdh);    // Sᵀ = K Qᵀ
-    product_abt<HS, L::kTile / 16>(sdpt, L::kLds, vf, sdo, L::kLdh);  // dPᵀ = V dOᵀ
-    __syncwarp();
-    for (int j = 0; j < L::kTile / 2; ++j) {
-      const int c = 2 * j + half, qq = qs + c;
-      const bool live = qq >= key && qq < Tn && key < Tn;
-      const float p = live ? exp2f(sst[r * L::kLds + c] * scale_log2 - slse[c]) : 0.f;
-      spt[r * L::kLdp + c] = __float2bfloat16_rn(p);
-      sdst[r * L::kLdp + c] = __float2bfloat16_rn(p * (sdpt[r * L::kLds + c] - sdelta[c]) * scale);
-    }
-    __syncwarp();
-    accumulate_ab<HS, L::kTile / 16>(dvf, spt, L::kLdp, sdo, L::kLdh);  // dV += Pᵀ dO
-    accumulate_ab<HS, L::kTile / 16>(dkf, sdst, L::kLdp, sq, L::kLdh);  // dK += dSᵀ Q
   }
   __syncwarp();
-  bf16* row = key < Tn ? dqkv + (std::int64_t(b) * Tn + key) * C3 + h * HS : nullptr;
-  write_rows<HS>(row ? row + C : nullptr, sst, L::kLdo, dkf, r, half, 1.f);
+  bf16* row = key < Tn ? dqkv + (std::int64_t(b) * Tn + key) * kv.W : nullptr;
+  write_rows<HS>(row ? row + C + std::int64_t(kvh) * HS : nullptr, sst, L::kLdo, dkf, r, half, 1.f);
   __syncwarp();
-  write_rows<HS>(row ? row + 2 * C : nullptr, sst, L::kLdo, dvf, r, half, 1.f);
+  write_rows<HS>(row ? row + C + std::int64_t(NKV + kvh) * HS : nullptr, sst, L::kLdo, dvf, r, half, 1.f);
 }
 
 // `vectors` are read 16 bytes at a time (qkv, and dout in the backward): they must be 16-byte aligned.
 void check_args(std::initializer_list<const void*> vectors, std::int64_t B, std::int64_t Tn, std::int64_t C,
-                std::int64_t NH) {
+                std::int64_t NH, std::int64_t NKV) {
   OS_CUDA_REQUIRE(B >= 0 && Tn >= 0 && C > 0 && NH > 0, "flash attention: bad shape");
+  OS_CUDA_REQUIRE(NKV > 0 && NH % NKV == 0, "flash attention: NH must be a multiple of NKV");
   OS_CUDA_REQUIRE(flash_attention_supported(C, NH), "flash attention: the head size must be 16, 32, 64 or 128");
   // Row tiles (32 or more rows) run along gridDim.y, at most 65535 of them.
   OS_CUDA_REQUIRE(Tn <= std::int64_t(65535) * 32 && B * NH <= 0x7fffffff && B * Tn * 3 * C < (std::int64_t(1) << 62),
@@ -391,32 +409,34 @@ void check_args(std::initializer_list<const void*> vectors, std::int64_t B, std:
 
 template <int HS>
 void forward_for(bf16* out, float* stats, const bf16* qkv, std::int64_t B, std::int64_t Tn, std::int64_t C,
-                 std::int64_t NH, cudaStream_t stream) {
+                 std::int64_t NH, std::int64_t NKV, cudaStream_t stream) {
   using L = ForwardLayout<HS>;
   const float scale_log2 = kLog2e / std::sqrt(static_cast<float>(HS));
   const dim3 grid(static_cast<unsigned>(B * NH), static_cast<unsigned>((Tn + L::kRows - 1) / L::kRows));
   flash_forward_kernel<HS><<<grid, L::kWarps * 32, 0, stream>>>(out, stats, qkv, static_cast<int>(Tn),
-                                                                 static_cast<int>(C), static_cast<int>(NH), scale_log2);
+                                                                 static_cast<int>(C), static_cast<int>(NH),
+                                                                 static_cast<int>(NKV), scale_log2);
   OS_CUDA_CHECK_LAUNCH();
 }
 
 template <int HS>
 void backward_for(bf16* dqkv, const float* delta, const bf16* dout, const bf16* qkv, const float* stats,
-                  std::int64_t B, std::int64_t Tn, std::int64_t C, std::int64_t NH, cudaStream_t stream) {
+                  std::int64_t B, std::int64_t Tn, std::int64_t C, std::int64_t NH, std::int64_t NKV,
+                  cudaStream_t stream) {
   const float scale = 1.f / std::sqrt(static_cast<float>(HS)), scale_log2 = scale * kLog2e;
-  const int T = static_cast<int>(Tn), Ci = static_cast<int>(C), NHi = static_cast<int>(NH);
+  const int T = static_cast<int>(Tn), Ci = static_cast<int>(C), NHi = static_cast<int>(NH), NKVi = static_cast<int>(NKV);
   {
     using L = DqLayout<HS>;
     const dim3 grid(static_cast<unsigned>(B * NH), static_cast<unsigned>((Tn + L::kRows - 1) / L::kRows));
     flash_backward_dq_kernel<HS><<<grid, L::kWarps * 32, 0, stream>>>(dqkv, dout, qkv, stats, delta, T, Ci, NHi,
-                                                                       scale, scale_log2);
+                                                                       NKVi, scale, scale_log2);
     OS_CUDA_CHECK_LAUNCH();
   }
   {
     using L = DkvLayout<HS>;
-    const dim3 grid(static_cast<unsigned>(B * NH), static_cast<unsigned>((Tn + L::kRows - 1) / L::kRows));
+    const dim3 grid(static_cast<unsigned>(B * NKV), static_cast<unsigned>((Tn + L::kRows - 1) / L::kRows));
     flash_backward_dkv_kernel<HS><<<grid, L::kWarps * 32, 0, stream>>>(dqkv, dout, qkv, stats, delta, T, Ci, NHi,
-                                                                        scale, scale_log2);
+                                                                        NKVi, scale, scale_log2);
     OS_CUDA_CHECK_LAUNCH();
   }
 }
@@ -434,21 +454,32 @@ std::size_t flash_attention_stats_floats(std::int64_t B, std::int64_t Tn, std::i
 }
 
 void flash_attention_forward(bf16* out, float* stats, const bf16* qkv, std::int64_t B, std::int64_t Tn,
-                             std::int64_t C, std::int64_t NH, cudaStream_t stream) {
-  check_args({qkv}, B, Tn, C, NH);
+                             std::int64_t C, std::int64_t NH, std::int64_t NKV, cudaStream_t stream) {
+  check_args({qkv}, B, Tn, C, NH, NKV);
   if (B * Tn == 0) return;
   switch (C / NH) {
-    case 16: return forward_for<16>(out, stats, qkv, B, Tn, C, NH, stream);
-    case 32: return forward_for<32>(out, stats, qkv, B, Tn, C, NH, stream);
-    case 64: return forward_for<64>(out, stats, qkv, B, Tn, C, NH, stream);
-    default: return forward_for<128>(out, stats, qkv, B, Tn, C, NH, stream);
+    case 16: return forward_for<16>(out, stats, qkv, B, Tn, C, NH, NKV, stream);
+    case 32: return forward_for<32>(out, stats, qkv, B, Tn, C, NH, NKV, stream);
+    case 64: return forward_for<64>(out, stats, qkv, B, Tn, C, NH, NKV, stream);
+    default: return forward_for<128>(out, stats, qkv, B, Tn, C, NH, NKV, stream);
   }
+}
+
+void flash_attention_forward(bf16* out, float* stats, const bf16* qkv, std::int64_t B, std::int64_t Tn,
+                             std::int64_t C, std::int64_t NH, cudaStream_t stream) {
+  flash_attention_forward(out, stats, qkv, B, Tn, C, NH, NH, stream);
 }
 
 void flash_attention_backward(bf16* dqkv, float* workspace, const bf16* dout, const bf16* qkv, const bf16* out,
                               const float* stats, std::int64_t B, std::int64_t Tn, std::int64_t C, std::int64_t NH,
                               cudaStream_t stream) {
-  check_args({qkv, dout}, B, Tn, C, NH);
+  flash_attention_backward(dqkv, workspace, dout, qkv, out, stats, B, Tn, C, NH, NH, stream);
+}
+
+void flash_attention_backward(bf16* dqkv, float* workspace, const bf16* dout, const bf16* qkv, const bf16* out,
+                              const float* stats, std::int64_t B, std::int64_t Tn, std::int64_t C, std::int64_t NH,
+                              std::int64_t NKV, cudaStream_t stream) {
+  check_args({qkv, dout}, B, Tn, C, NH, NKV);
   if (B * Tn == 0) return;
   const std::int64_t rows = B * Tn * NH;
   const unsigned blocks = static_cast<unsigned>(std::min<std::int64_t>((rows + 255) / 256, std::int64_t(1) << 20));
@@ -456,10 +487,10 @@ void flash_attention_backward(bf16* dqkv, float* workspace, const bf16* dout, co
                                              static_cast<int>(C / NH));
   OS_CUDA_CHECK_LAUNCH();
   switch (C / NH) {
-    case 16: return backward_for<16>(dqkv, workspace, dout, qkv, stats, B, Tn, C, NH, stream);
-    case 32: return backward_for<32>(dqkv, workspace, dout, qkv, stats, B, Tn, C, NH, stream);
-    case 64: return backward_for<64>(dqkv, workspace, dout, qkv, stats, B, Tn, C, NH, stream);
-    default: return backward_for<128>(dqkv, workspace, dout, qkv, stats, B, Tn, C, NH, stream);
+    case 16: return backward_for<16>(dqkv, workspace, dout, qkv, stats, B, Tn, C, NH, NKV, stream);
+    case 32: return backward_for<32>(dqkv, workspace, dout, qkv, stats, B, Tn, C, NH, NKV, stream);
+    case 64: return backward_for<64>(dqkv, workspace, dout, qkv, stats, B, Tn, C, NH, NKV, stream);
+    default: return backward_for<128>(dqkv, workspace, dout, qkv, stats, B, Tn, C, NH, NKV, stream);
   }
 }
 

@@ -5,7 +5,9 @@
 // (dQ per query tile; dK and dV per key tile), so no atomics and no (T x T) buffer are needed.
 //
 // Layouts as attention.hpp: qkv (B, T, 3C) with q, k, v at columns [0, C), [C, 2C), [2C, 3C) and head h at
-// h·hs inside each; out (B, T, C). Heads are read and written in place (no split/merge copies).
+// h·hs inside each; out (B, T, C). Heads are read and written in place (no split/merge copies). Grouped-query
+// attention (the overloads with NKV): rows (B, T, C + 2·NKV·hs) of q | k | v heads, query head h reading key/value
+// head h / (NH/NKV) in place (K and V never repeated); the dK/dV kernel runs per key/value head over its group.
 // Scale 1/sqrt(hs). Needs compute capability 8.0 or later (bf16 WMMA).
 #pragma once
 
@@ -28,11 +30,17 @@ std::size_t flash_attention_stats_floats(std::int64_t B, std::int64_t Tn, std::i
 void flash_attention_forward(__nv_bfloat16* out, float* stats, const __nv_bfloat16* qkv, std::int64_t B,
                              std::int64_t Tn, std::int64_t C, std::int64_t NH, cudaStream_t stream);
 
+void flash_attention_forward(__nv_bfloat16* out, float* stats, const __nv_bfloat16* qkv, std::int64_t B,
+                             std::int64_t Tn, std::int64_t C, std::int64_t NH, std::int64_t NKV, cudaStream_t stream);
+
 // dqkv (B, T, 3C) = the gradient w.r.t. qkv (overwritten) from dout (B, T, C), given the forward's qkv, its
 // output `out` and `stats`. `workspace` holds flash_attention_stats_floats(B, T, NH) floats (row sums of
 // dout ⊙ out; contents need not survive between calls).
 void flash_attention_backward(__nv_bfloat16* dqkv, float* workspace, const __nv_bfloat16* dout,
                               const __nv_bfloat16* qkv, const __nv_bfloat16* out, const float* stats, std::int64_t B,
                               std::int64_t Tn, std::int64_t C, std::int64_t NH, cudaStream_t stream);
+void flash_attention_backward(__nv_bfloat16* dqkv, float* workspace, const __nv_bfloat16* dout,
+                              const __nv_bfloat16* qkv, const __nv_bfloat16* out, const float* stats, std::int64_t B,
+                              std::int64_t Tn, std::int64_t C, std::int64_t NH, std::int64_t NKV, cudaStream_t stream);
 
 }  // namespace orthoshard::cuda

@@ -54,12 +54,11 @@ DeviceLlamaModel<T>::DeviceLlamaModel(LlamaConfig cfg, cuda::Blas& blas, cudaStr
     : cfg_(std::move(cfg)), blas_(blas), stream_(stream), buf_(std::make_unique<Buffers>()),
       checkpoint_(checkpoint_blocks) {
   cfg_.validate();
-  const bool applies = std::is_same_v<T, __nv_bfloat16> && cfg_.NKV == cfg_.NH &&
-                       cuda::flash_attention_supported(cfg_.C, cfg_.NH);
+  const bool applies = std::is_same_v<T, __nv_bfloat16> && cuda::flash_attention_supported(cfg_.C, cfg_.NH);
   if (attention == AttentionKernels::Flash && !applies)
-    throw UsageError(fmt::format("attention = \"flash\" needs a bf16 LLaMA with NKV = NH and head size 16, 32, 64 or "
-                                 "128 (this one: {}, NKV {} of NH {}, head size {}); use \"gemm\" or \"auto\"",
-                                 std::is_same_v<T, float> ? "f32" : "bf16", cfg_.NKV, cfg_.NH, cfg_.head_size()));
+    throw UsageError(fmt::format("attention = \"flash\" needs a bf16 LLaMA with head size 16, 32, 64 or 128 (this "
+                                 "one: {}, head size {}); use \"gemm\" or \"auto\"",
+                                 std::is_same_v<T, float> ? "f32" : "bf16", cfg_.head_size()));
   flash_ = applies && attention != AttentionKernels::Gemm;
 }
 
@@ -201,7 +200,7 @@ template <typename T> void DeviceLlamaModel<T>::block_compute(int l, const Llama
   cuda::rope_apply(qkv + C, b.rope_cos.data(), b.rope_sin.data(), B_, T_, W, cfg_.NKV, hs, false, stream_);
   if (flash_) {
     if constexpr (std::is_same_v<T, __nv_bfloat16>)
-      cuda::flash_attention_forward(atty, att_stats(l), qkv, B_, T_, C, cfg_.NH, stream_);
+      cuda::flash_attention_forward(atty, att_stats(l), qkv, B_, T_, C, cfg_.NH, cfg_.NKV, stream_);
   } else {
     cuda::gqa_attention_forward(blas_, atty, b.att.data() + a * B_ * cfg_.NH * T_ * T_, b.attn_ws.data(), qkv, B_, T_,
                                 cfg_.NH, cfg_.NKV, hs, stream_);
@@ -329,7 +328,7 @@ void DeviceLlamaModel<T>::block_backward(int l, const LlamaBlockWeights& w, cons
   if (flash_) {
     if constexpr (std::is_same_v<T, __nv_bfloat16>)
       cuda::flash_attention_backward(dqkv, b.att_delta.data(), dsmall, qkv, b.atty.data() + a * N * C, att_stats(l),
-                                     B_, T_, C, cfg_.NH, stream_);
+                                     B_, T_, C, cfg_.NH, cfg_.NKV, stream_);
   } else {
     cuda::gqa_attention_backward(blas_, dqkv, b.attn_ws.data(), dsmall, qkv,
                                  b.att.data() + a * B_ * cfg_.NH * T_ * T_, B_, T_, cfg_.NH, cfg_.NKV, hs, stream_);
@@ -405,7 +404,7 @@ class LlamaDeviceRunner final : public UnitRunner {
   double take_loss_sum() override { return losses_.take_sum(net_.stream()); }
   std::uint64_t activation_bytes() const override { return net_.activation_bytes(); }
   std::string describe() const override {
-    return fmt::format("attention {}", net_.flash_attention() ? "flash (fused)" : "cuBLAS GEMMs (grouped-query)");
+    return fmt::format("attention {}", net_.flash_attention() ? "flash (fused)" : "cuBLAS GEMMs");
   }
 
  private:

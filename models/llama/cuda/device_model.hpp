@@ -21,9 +21,9 @@ namespace orthoshard {
 template <typename T>
 class DeviceLlamaModel {
  public:
-  // Attention: the fused flash kernels where they apply (bf16, head size 16-128, and NKV = NH: their packed
-  // layout is GPT-2's), else cuBLAS GEMMs with grouped-query heads (K and V never repeated). Flash where it does
-  // not apply is a UsageError.
+  // Attention: the fused flash kernels where they apply (bf16, head size 16-128; grouped-query heads read in
+  // place), else cuBLAS GEMMs (grouped too; K and V never repeated). Flash where it does not apply is a
+  // UsageError.
   DeviceLlamaModel(LlamaConfig cfg, cuda::Blas& blas, cudaStream_t stream,
                    AttentionKernels attention = AttentionKernels::Auto, bool checkpoint_blocks = false);
   ~DeviceLlamaModel();
