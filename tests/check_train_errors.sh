@@ -32,6 +32,14 @@ check "missing config file" "nope.toml" --config "$tmp/nope.toml"
 printf 'not a model' > "$tmp/bad.bin"
 check "corrupt model file" "$tmp/bad.bin" --model.init_from="$tmp/bad.bin"
 check "NaN loss stops" "not finite" --optim.name=adamw --optim.lr=1e38
+# LLaMA's keys and Hugging Face directories.
+check "NH not divisible by NKV" "NH = 4 is not divisible by 3" --model.arch=llama --model.NKV=3
+check "odd head size for the rotary embedding" "head size C/NH = 9 is odd" --model.arch=llama --model.C=36
+check "missing Hugging Face directory" "$tmp/nohf.*no such file" --model.arch=llama --model.init_from="$tmp/nohf"
+mkdir -p "$tmp/hf" && printf '{"model_type": "llama", "hidden_size": 64}' > "$tmp/hf/config.json"
+check "config.json without a field" "num_hidden_layers is missing" --model.init_from="$tmp/hf"
+printf '{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 0}' > "$tmp/hf/config.json"
+check "config.json with an absurd field" "num_hidden_layers = 0 is out of range" --model.init_from="$tmp/hf"
 if ! nvidia-smi -L >/dev/null 2>&1; then
   check "cuda backend without a GPU" "no CUDA device|no CUDA backend" --runtime.backend=cuda
 fi

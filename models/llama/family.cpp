@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <utility>
@@ -198,6 +199,9 @@ std::unique_ptr<Model> LlamaFamily::create(const ModelSpec& spec) const {
     c.validate();
     return std::make_unique<Llama>(c, spec.seed);
   }
+  std::error_code ec;
+  if (!std::filesystem::exists(spec.init_from, ec))
+    throw UsageError(fmt::format("model.init_from '{}': no such file or directory", spec.init_from));
   if (!is_hf_model_dir(spec.init_from))
     throw UsageError(fmt::format("model.init_from '{}': LLaMA starts from a Hugging Face model directory (config.json "
                                  "and safetensors) or an orthoshard checkpoint", spec.init_from));
