@@ -167,14 +167,14 @@ TEST_F(MpiTest, NanPolicyStopsOrSkips) {
 
 namespace {
 
-// The reference's run: global batch B x T = 4 x 32 over W ranks and K micro-batches, from the model directory.
-TrainConfig llama_reference_config(Communicator& world, const std::string& run, int K,
-                                   std::vector<std::string> extra = {}) {
+// The reference's run: global batch B x T = 4 x 32 over W ranks and K micro-batches, from the model directory
+// (train.global_batch_size: 3 ranks take 1, 1 and 2 of the 4 sequences).
+TrainConfig llama_reference_config(Communicator&, const std::string& run, int K, std::vector<std::string> extra = {}) {
   H5File ref = H5File::open_read(kData + "/llama/reference.h5");
   const auto hp = nlohmann::json::parse(ref.string_attr("/", run));
   const std::int64_t steps = ref.read("/" + run + "_losses", DType::F64).numel();
   std::vector<std::string> o = {"--model.init_from=" + kData + "/llama", "--data.path=" + kData + "/llama/tokens.bin",
-                                "--train.batch_size=" + std::to_string(4 / world.size() / K),
+                                "--train.global_batch_size=" + std::to_string(4 / K),
                                 "--train.grad_accum=" + std::to_string(K), "--train.seq_len=32",
                                 "--train.steps=" + std::to_string(steps), "--eval.path=none", "--optim.lr=" + hp["lr"].dump(),
                                 "--optim.weight_decay=" + hp["weight_decay"].dump()};
@@ -202,15 +202,14 @@ std::vector<double> llama_reference_losses(const std::string& run) {
 }  // namespace
 
 TEST_F(MpiTest, LlamaReferenceAdamWAndMuonLosses) {
-  // Losses of the float64 reference run within 1e-4, from the Hugging Face directory; Muon on the 2-D layer
-  // weights and AdamW on the embedding, head and norms checks the routing by role.
-  if (4 % comm().size() != 0) GTEST_SKIP() << "the reference's batch of 4 sequences does not split over "
-                                           << comm().size() << " ranks";
+  // Losses of the float64 reference run within 1e-4, from the Hugging Face directory, at any world size (the
+  // 4 sequences split unevenly over 3 ranks); Muon on the 2-D layer weights and AdamW on the embedding, head and
+  // norms checks the routing by role.
   for (const char* run : {"adamw", "muon"}) {
     const TrainResult got = train(comm(), llama_reference_config(comm(), run, 1), {true, true});
     EXPECT_LT(max_rel(got.losses, llama_reference_losses(run)), 1e-4) << run;
   }
-  if (comm().size() <= 2) {  // 2 micro-batches of 4/(2W) sequences
+  if (comm().size() <= 2) {  // 2 micro-batches of 2 sequences
     const TrainResult got = train(comm(), llama_reference_config(comm(), "adamw", 2), {true, true});
     EXPECT_LT(max_rel(got.losses, llama_reference_losses("adamw")), 1e-4) << "grad_accum 2";
   }
@@ -227,4 +226,25 @@ TEST_F(MpiTest, LlamaNRanksReproduceOneRankForEveryOptimizer) {
       EXPECT_LT(max_rel(dist.losses, ref.losses), 1e-5) << name << " tied=" << tie;
       EXPECT_LT(dist.losses.back(), dist.losses.front()) << name << " tied=" << tie;
     }
+}
+
+TEST_F(MpiTest, GlobalBatchSplitsUnevenlyAndEqualsOneRank) {
+  // train.global_batch_size = 5 sequences at any world size (at 3 ranks: 1, 2, 2; at 4: 1, 1, 1, 2): the losses of
+  // one rank taking all 5, for every optimizer, with gradient accumulation too.
+  for (const char* name : {"adamw", "normuon"}) {
+    const std::vector<std::string> g5 = {"--train.global_batch_size=5", "--train.grad_accum=2", "--train.steps=5"};
+    const TrainResult dist = train(comm(), tiny(name, g5), {true, true});
+    auto self = comm().split(comm().rank(), 0);
+    const TrainResult ref = train(*self, tiny(name, g5), {true, true});
+    EXPECT_LT(max_rel(dist.losses, ref.losses), 1e-5) << name;
+    EXPECT_LT(max_rel(dist.grad_norms, ref.grad_norms), 1e-4) << name;
+  }
+  if (comm().size() > 1) {
+    try {
+      train(comm(), tiny("adamw", {"--train.global_batch_size=" + std::to_string(comm().size() - 1)}), {true, true});
+      ADD_FAILURE() << "a global batch smaller than the ranks must be refused";
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("is smaller than the"), std::string::npos) << e.what();
+    }
+  }
 }

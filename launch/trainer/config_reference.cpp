@@ -30,6 +30,7 @@ const std::map<std::string, std::string>& descriptions() {
       {"data.order", "sequential, or shuffled (a permutation of the sequences per epoch)"},
       {"data.seed", "seed of the shuffled order"},
       {"train.batch_size", "sequences per rank per micro-batch (B)"},
+      {"train.global_batch_size", "sequences per micro-batch over all ranks (any number >= the ranks, split as evenly as can be; the loss and gradients weighted by each rank's share); 0 = ranks x batch_size"},
       {"train.seq_len", "tokens per sequence (T)"},
       {"train.grad_accum", "micro-batches per optimizer step (K); the global batch is W x K x B sequences"},
       {"train.steps", "optimizer steps of the run"},

@@ -14,6 +14,7 @@ namespace orthoshard {
 LoaderConfig loader_config(const TrainConfig& cfg, int world_size, int rank, std::int64_t vocab) {
   LoaderConfig lc;
   lc.B = cfg.train.batch_size;
+  lc.global_B = cfg.train.global_batch_size;
   lc.T = cfg.train.seq_len;
   lc.world_size = world_size;
   lc.rank = rank;

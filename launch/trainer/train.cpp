@@ -129,9 +129,14 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
   std::unique_ptr<Validation> validation;
   if (const std::string vp = validation_path(cfg); !vp.empty())
     validation = std::make_unique<Validation>(vp, cfg, model->vocab_size(), me, W);
-  Tensor inputs = Tensor::empty({tc.batch_size, tc.seq_len}, DType::I32);
-  Tensor targets = Tensor::empty({tc.batch_size, tc.seq_len}, DType::I32);
-  runner.set_batch(tc.batch_size, tc.seq_len, tc.grad_accum);
+  // This rank's share of each micro-batch: its sequences' weight in the mean loss is rank_B / G, and the gradient
+  // reductions average over W ranks, so its gradients (and loss) are scaled by rank_B · W / G (exactly 1 when G
+  // splits evenly).
+  const std::int64_t rank_B = loader.rank_batch();
+  const double share = static_cast<double>(rank_B * W) / static_cast<double>(loader.global_batch());
+  Tensor inputs = Tensor::empty({rank_B, tc.seq_len}, DType::I32);
+  Tensor targets = Tensor::empty({rank_B, tc.seq_len}, DType::I32);
+  runner.set_batch(rank_B, tc.seq_len, tc.grad_accum);
 
   const bool talk = !opt.quiet;
   const std::int64_t tokens_per_step = cfg.tokens_per_step(W);
@@ -143,10 +148,13 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
                                           : ", from " + cfg.model.init_from);
     log::info("data: {}; {} steps per epoch", stream->describe(), loader.steps_per_epoch());
     if (cfg.data.path.rfind("builtin:synthetic", 0) == 0) log::info("data: {}", SyntheticLanguage().describe());
-    log::info("job: {} ranks {}, {} tokens per step (W {} x K {} x B {} x T {}), optimizer {}, {} matrices "
+    log::info("job: {} ranks {}, {} tokens per step ({}{} x T {}), optimizer {}, {} matrices "
               "orthogonalized across {} rank(s)",
-              W, backend->describe(), tokens_per_step, W, tc.grad_accum, tc.batch_size, tc.seq_len, cfg.optim.name,
-              optim.plan().tasks.size(), shard.size());
+              W, backend->describe(), tokens_per_step,
+              tc.global_batch_size > 0 ? fmt::format("G {} sequences over the ranks", loader.global_batch())
+                                       : fmt::format("W {} x K {} x B {}", W, tc.grad_accum, tc.batch_size),
+              tc.global_batch_size > 0 ? fmt::format(" x K {}", tc.grad_accum) : std::string(), tc.seq_len,
+              cfg.optim.name, optim.plan().tasks.size(), shard.size());
     if (const std::string line = backend->rank_line(); !line.empty()) log::info_all("{}", line);
     if (validation)
       log::info("validation: {}; {}", validation->describe(),
@@ -235,7 +243,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
         prefetch_backward(u);
         engine.open_grads(u);
         for (std::size_t owner : tied[u]) engine.open_grads(owner);  // it adds into the tied weights' gradients
-        runner.backward(units[u], fulls, fgrads, 1.0 / tc.grad_accum);
+        runner.backward(units[u], fulls, fgrads, share / tc.grad_accum);
         unit_done(u, last);
         if (reshard) {
           engine.release(u);
@@ -247,7 +255,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     for (std::size_t u = 0; u < U; ++u) engine.release(u);  // the optimizer changes the parameters
 
     const double grad_norm = engine.clip_grad_norm(tc.grad_clip);
-    const double loss = world.all_reduce_scalar(runner.take_loss_sum() / tc.grad_accum, ReduceOp::Sum) / W;
+    const double loss = world.all_reduce_scalar(runner.take_loss_sum() * share / tc.grad_accum, ReduceOp::Sum) / W;
     const double lr_mult = lr_multiplier(cfg, step);
     const bool updated = steps.update_allowed(step, loss, grad_norm);
     if (updated) backend->optimizer_step(lr_mult);

@@ -265,6 +265,9 @@ const std::vector<KeySpec>& schema() {
     // [train]
     {"train", "batch_size", Kind::Int, [](TrainConfig& c, const Value& v) { c.train.batch_size = int_at_least(v, 1); },
      [](const TrainConfig& c) { return toml_int(c.train.batch_size); }},
+    {"train", "global_batch_size", Kind::Int,
+     [](TrainConfig& c, const Value& v) { c.train.global_batch_size = int_at_least(v, 0); },
+     [](const TrainConfig& c) { return toml_int(c.train.global_batch_size); }},
     {"train", "seq_len", Kind::Int, [](TrainConfig& c, const Value& v) { c.train.seq_len = int_at_least(v, 1); },
      [](const TrainConfig& c) { return toml_int(c.train.seq_len); }},
     {"train", "grad_accum", Kind::Int,
@@ -890,6 +893,7 @@ bool applies(const TrainConfig& c, std::string_view section, std::string_view ke
     return true;
   }
   if (section == "train") {
+    if (key == "batch_size") return c.train.global_batch_size == 0 || c.eval.path != "none";  // validation's batch
     if (key == "max_skipped_steps") return c.train.nan_policy == NanPolicy::Skip;
     if (key == "min_lr_ratio") return c.train.schedule != LrSchedule::Constant;
     return true;

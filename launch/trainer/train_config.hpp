@@ -37,6 +37,7 @@ struct DataSection {
 // [train]
 struct TrainSection {
   std::int64_t batch_size = 4;   // sequences per micro-batch, per rank (B)
+  std::int64_t global_batch_size = 0;  // > 0: sequences per micro-batch over all ranks (G), any G >= W
   std::int64_t seq_len = 1024;   // tokens per sequence (T); must be <= model maxT (checked by the trainer)
   int grad_accum = 1;            // micro-batches per optimizer step (K)
   std::int64_t steps = 100;      // optimizer steps in the run
@@ -127,9 +128,12 @@ struct TrainConfig {
   // One line per section with only the keys that apply here (the optimizer's own, the backend's, ...), as the
   // trainer prints it: "[train] batch_size=8 seq_len=64 ...". The whole is resolved_toml().
   std::string summary() const;
-  // Tokens per optimizer step over the whole job: world_size · grad_accum · batch_size · seq_len.
+  // Tokens per optimizer step over the whole job: grad_accum · G · seq_len, G = global_batch_size or
+  // world_size · batch_size.
   std::int64_t tokens_per_step(int world_size) const {
-    return static_cast<std::int64_t>(world_size) * train.grad_accum * train.batch_size * train.seq_len;
+    const std::int64_t G = train.global_batch_size > 0 ? train.global_batch_size
+                                                       : static_cast<std::int64_t>(world_size) * train.batch_size;
+    return train.grad_accum * G * train.seq_len;
   }
 };
 

@@ -1,5 +1,6 @@
-// Data loader: each optimizer step reads one window of W·K·B·T (+1) tokens; micro-step j of rank r takes
-// the (j·W + r)-th block of B·T tokens (+1 for the shifted targets), so results do not depend on W.
+// Data loader: each optimizer step reads one window of K·G sequences of T tokens (+1 for the shifted targets),
+// G = the global batch of a micro-step (W·B by default); micro-step j of rank r takes sequences
+// [j·G + ⌊r·G/W⌋, j·G + ⌊(r+1)·G/W⌋) of the window, so results do not depend on W (with G = W·B: B each).
 // `shuffled` applies the same rule to a seeded per-epoch permutation of the T-token sequences.
 #pragma once
 
@@ -18,7 +19,7 @@ DataOrder parse_data_order(const std::string& s);  // "sequential" | "shuffled",
 std::string_view data_order_name(DataOrder o);
 
 struct LoaderConfig {
-  std::int64_t B = 4;           // sequences per micro-batch, per rank
+  std::int64_t B = 4;           // sequences per micro-batch, per rank (when global_B = 0)
   std::int64_t T = 1024;        // tokens per sequence
   int world_size = 1;           // W data-parallel ranks
   int rank = 0;                 // r
@@ -26,6 +27,7 @@ struct LoaderConfig {
   DataOrder order = DataOrder::Sequential;
   std::uint64_t seed = 0;       // shuffled order only
   std::int64_t vocab_size = 0;  // > 0: tokens >= V are errors naming the file
+  std::int64_t global_B = 0;    // > 0: sequences per micro-batch over all ranks, G (>= W), split as evenly as can be
 };
 
 // Where the loader stands; saved in checkpoints, restored to resume exactly.
@@ -40,11 +42,13 @@ class DataLoader {
 
   const LoaderConfig& config() const { return cfg_; }
   std::int64_t sequences_per_epoch() const { return num_sequences_; }  // ⌊(N − 1) / T⌋
-  std::int64_t steps_per_epoch() const { return steps_per_epoch_; }     // ⌊sequences / (W·K·B)⌋
+  std::int64_t steps_per_epoch() const { return steps_per_epoch_; }     // ⌊sequences / (K·G)⌋
+  std::int64_t global_batch() const { return global_; }                 // G
+  std::int64_t rank_batch() const { return end_ - begin_; }            // this rank's sequences per micro-batch
   // First token of the b-th sequence of micro-step j on this rank, in the current step (tests, logs).
   std::int64_t sequence_start(int micro_step, std::int64_t b) const;
 
-  // inputs, targets: i32 (B, T) of micro-step j (0 <= j < K) of the current step, for this rank.
+  // inputs, targets: i32 (rank_batch(), T) of micro-step j (0 <= j < K) of the current step, for this rank.
   void load(int micro_step, Tensor& inputs, Tensor& targets) const;
   // Next step; after the last step of an epoch, the first of the next (reshuffled when shuffled).
   void advance();
@@ -57,6 +61,7 @@ class DataLoader {
   std::shared_ptr<const TokenStream> stream_;
   LoaderConfig cfg_;
   std::int64_t num_sequences_ = 0, steps_per_epoch_ = 0;
+  std::int64_t global_ = 0, begin_ = 0, end_ = 0;  // G; this rank's sequences [begin_, end_) of each micro-step
   DataPosition pos_;
   std::vector<std::int64_t> perm_;  // shuffled: sequence order of the current epoch
   mutable std::vector<std::int32_t> scratch_;
