@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   ckpt_export->add_option("--out", export_opt.out, "Output file (hf: a directory)")->required();
 
-  auto* bench = app.add_subcommand("bench", "Benchmarks (print numbers; see README)");
+  auto* bench = app.add_subcommand("bench", "Benchmarks (print numbers; see docs/benchmarks.md)");
   bench->require_subcommand(1);
   CommBenchOptions comm_opt;
   auto* bench_comm = bench->add_subcommand("comm", "Collective bandwidth of our layer vs raw MPI, with memcpy");

@@ -43,6 +43,12 @@ int run_prepare_data(const PrepareDataOptions& opt) {
                                  n_val == 0 ? "validation" : "training"));
   std::vector<std::uint16_t> val(tokens.end() - n_val, tokens.end());
   tokens.resize(static_cast<std::size_t>(n - n_val));
+  if (const auto dir = std::filesystem::path(opt.out).parent_path(); !dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) throw UsageError(fmt::format("prepare-data --out '{}': cannot create '{}': {}", opt.out, dir.string(),
+                                         ec.message()));
+  }
   write_token_shard_u16(opt.out, tokens);
   log::info("prepare-data: {} file{}, {} bytes -> byte-level tokens (V = {})", opt.inputs.size(),
             opt.inputs.size() == 1 ? "" : "s", n, kByteVocab);
