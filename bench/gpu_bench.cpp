@@ -72,15 +72,6 @@ cuda::DeviceBuffer<T> random_device(std::size_t n, std::uint64_t seed, float sca
   return d;
 }
 
-// Nominal dense bf16 peak by device name (for MFU as usually quoted); 0 when unknown.
-double nominal_bf16_peak(const std::string& name) {
-  if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos ||
-      name.find("H800") != std::string::npos || name.find("GH200") != std::string::npos)
-    return 989e12;  // SXM; the PCIe H100 is lower (756e12)
-  if (name.find("A100") != std::string::npos || name.find("A800") != std::string::npos) return 312e12;
-  return 0;
-}
-
 }  // namespace
 
 int run_gpu_bench(const GpuBenchOptions& o) {
@@ -301,7 +292,7 @@ int run_gpu_bench(const GpuBenchOptions& o) {
       targets.data<std::int32_t>()[i] = static_cast<std::int32_t>(r.below(static_cast<std::uint64_t>(cfg.V)));
     }
     const double flops_per_token = 6.0 * static_cast<double>(P) + 6.0 * cfg.L * cfg.C * T;
-    const double peak = nominal_bf16_peak(prop.name);
+    const double peak = cuda::nominal_bf16_peak_flops(std::string(prop.name));
     log::info("# GPT-2 {} ({:.1f} M parameters), B={} T={}, bf16 (fp32 master weights, AdamW), one GPU; "
               "flops/token = 6N + 6·L·C·T = {:.3g}; attention by the fused kernels, then by cuBLAS GEMMs",
               cfg.describe(), P / 1e6, B, T, flops_per_token);

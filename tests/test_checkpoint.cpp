@@ -13,6 +13,7 @@
 #include "runtime/checkpoint/commit.hpp"
 #include "runtime/checkpoint/h5_parallel.hpp"
 #include "models/family.hpp"
+#include "models/sampling.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/fsdp/row_sharding.hpp"
 
@@ -319,6 +320,32 @@ TEST_F(MpiTest, LlamaCheckpointExportsToHuggingFaceAndTrainsFromIt) {
   const TrainResult tuned = train(comm(), tiny("muon", {"--model.init_from=" + hf, "--train.steps=2"}), kQuiet);
   EXPECT_EQ(tuned.first_step, 0);
   EXPECT_EQ(tuned.losses.size(), 2u);
+}
+
+TEST_F(MpiTest, SamplesDuringTrainingEqualSamplingTheCheckpoint) {
+  // [eval] sample_every: rank 0's sample after step 6 equals what the family's generator samples from step 6's
+  // checkpoint with the same prompt and seed (GPT-2 and LLaMA).
+  for (const char* arch : {"gpt2", "llama"}) {
+    TempDir dir(comm());
+    const TrainConfig cfg = tiny("adamw", {std::string("--model.arch=") + arch, "--eval.sample_every=3",
+                                           "--eval.sample_prompt=ab", "--eval.sample_tokens=8",
+                                           "--checkpoint.dir=" + dir.path(), "--checkpoint.every=6"});
+    const TrainResult r = train(comm(), cfg, kQuiet);
+    if (comm().rank() != 0) {
+      EXPECT_TRUE(r.samples.empty());
+      continue;
+    }
+    ASSERT_EQ(r.samples.size(), 2u) << arch;
+    EXPECT_EQ(r.samples[0].first, 3);
+    EXPECT_EQ(r.samples[1].first, 6);
+    EXPECT_EQ(r.samples[1].second.size(), 8u);
+    std::map<std::string, Tensor> weights;
+    const std::unique_ptr<Model> m = read_checkpoint_model(dir / "step_00000006.h5", weights);
+    const auto gen = m->cpu_generator([&](const std::string& n) { return weights.at(n); });
+    const auto want = sample_tokens(*gen, m->vocab_size(), prompt_tokens("ab", m->vocab_size()), 8,
+                                    SamplingOptions{1.0, 0, cfg.train.seed});
+    EXPECT_EQ(r.samples[1].second, want) << arch;
+  }
 }
 
 TEST_F(MpiTest, HybridShardedCheckpointResumesFullySharded) {

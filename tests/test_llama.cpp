@@ -3,7 +3,7 @@
 // activation checkpointing, Hugging Face import and export (round trip, bad configs), safetensors files fed
 // malformed on purpose, and generation (KV cache against the full forward, sampling determinism).
 #include "tests/test_util.hpp"
-#include "launch/cli/sample_cmd.hpp"
+#include "models/sampling.hpp"
 #include "models/data/loader.hpp"
 #include "models/data/token_stream.hpp"
 #include "models/family.hpp"
@@ -480,7 +480,7 @@ TEST(LlamaGenerate, SamplingIsDeterministicForASeed) {
   const std::unique_ptr<Model> m = reference_model();
   const auto p = initial_params(*m);
   auto run = [&](std::uint64_t seed, double temperature, std::int64_t top_k) {
-    SampleOptions o;
+    SamplingOptions o;
     o.seed = seed;
     o.temperature = temperature;
     o.top_k = top_k;

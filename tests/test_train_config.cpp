@@ -315,7 +315,7 @@ TEST(TrainConfig, OverrideRecognition) {
   EXPECT_FALSE(is_config_override("--x.=3"));
   const auto keys = train_config_keys();
   // [model] gained arch (the model family), [runtime] grad_accum_mode and activation_checkpointing.
-  EXPECT_EQ(keys.size(), 14u + 3u + 15u + 3u + 21u + 6u + 13u);
+  EXPECT_EQ(keys.size(), 14u + 3u + 15u + 6u + 21u + 6u + 13u);
   EXPECT_EQ(keys.front(), "model.init_from");
 }
 

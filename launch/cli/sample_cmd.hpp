@@ -5,7 +5,7 @@
 // as token ids and print ids.
 #pragma once
 
-#include "models/family.hpp"
+#include "models/sampling.hpp"
 
 #include <cstdint>
 #include <string>
@@ -21,15 +21,6 @@ struct SampleOptions {
   std::int64_t top_k = 0;    // 0 = the whole vocabulary
   std::uint64_t seed = 1337;
 };
-
-// The prompt as tokens of a model with vocabulary V (UsageError naming a bad id).
-std::vector<std::int32_t> prompt_tokens(const std::string& prompt, std::int64_t V);
-// `n` tokens after `prompt` (which must be non-empty), sampled from the generator's logits with the options'
-// temperature, top-k and seed.
-std::vector<std::int32_t> sample_tokens(TokenGenerator& gen, std::int64_t V, const std::vector<std::int32_t>& prompt,
-                                        std::int64_t n, const SampleOptions& opt);
-// Bytes as printable UTF-8: valid sequences kept, each invalid byte replaced by U+FFFD.
-std::string bytes_to_utf8(const std::vector<std::int32_t>& bytes);
 
 // Prints the prompt and its continuation; returns 0. Errors (a missing or corrupt checkpoint, a prompt too long
 // for the context) throw.

@@ -37,6 +37,11 @@ class TrainBackend {
   virtual std::string rank_line() const { return ""; }
   // Device memory in use on this rank's GPU (0 on the host backend).
   virtual std::uint64_t device_bytes_in_use() const { return 0; }
+  // The nominal dense bf16 peak of this rank's GPU in FLOP/s, for MFU (0: the host backend, or a GPU not in
+  // cuda::nominal_bf16_peak_flops's list).
+  virtual double peak_flops() const { return 0; }
+  // A host f32 copy of a gathered parameter (engine.full(name): host or device, f32 or bf16), for samples.
+  virtual Tensor full_to_host(const Tensor& full) const;
 
  protected:
   // The pieces the derived backend built (and owns); lists the engine's shards, gradients and copies in the

@@ -80,6 +80,15 @@ class DeviceBackend final : public TrainBackend {
     return fmt::format("device: GPU {} ({})", device_shard_->device(),
                        cuda::device_description(device_shard_->device()));
   }
+  double peak_flops() const override { return cuda::nominal_bf16_peak_flops(device_shard_->device()); }
+  Tensor full_to_host(const Tensor& full) const override {
+    if (full.device() != Device::CUDA) return TrainBackend::full_to_host(full);
+    Tensor host = Tensor::empty(full.shape(), full.dtype());
+    if (full.numel())
+      OS_CUDA_CHECK(cudaMemcpyAsync(host.raw(), full.raw(), full.nbytes(), cudaMemcpyDeviceToHost, stream_->get()));
+    OS_CUDA_CHECK(cudaStreamSynchronize(stream_->get()));
+    return TrainBackend::full_to_host(host);
+  }
 
  private:
   // Destroyed in reverse order: what queues on the stream first, then the communicators, the stream last.

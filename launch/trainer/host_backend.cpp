@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace orthoshard {
 
 int shard_group_size(const TrainConfig& cfg, int world_size) {
@@ -43,6 +45,19 @@ void TrainBackend::bind(ShardedEngine& engine, ShardedOptimizer& optim, UnitRunn
     any_copy |= copies_.back().defined() && copies_.back().raw() != nullptr;
   }
   if (!any_copy) copies_.clear();
+}
+
+Tensor TrainBackend::full_to_host(const Tensor& full) const {
+  OS_CHECK(full.device() == Device::CPU && full.is_contiguous(), "full_to_host: {} is not a host tensor",
+           full.describe());
+  Tensor out = Tensor::empty(full.shape(), DType::F32);
+  if (full.dtype() == DType::F32) {
+    std::copy_n(full.data<float>(), full.numel(), out.data<float>());
+  } else {
+    OS_CHECK(full.dtype() == DType::BF16, "full_to_host: {} is not f32 or bf16", full.describe());
+    for (std::int64_t i = 0; i < full.numel(); ++i) out.data<float>()[i] = bf16_to_float(full.data<bf16>()[i]);
+  }
+  return out;
 }
 
 namespace {

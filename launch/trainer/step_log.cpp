@@ -33,9 +33,9 @@ std::string eta(double seconds) {
 }
 
 StepLog::StepLog(const TrainConfig& cfg, std::int64_t first_step, std::int64_t tokens_per_step, bool talk,
-                 bool metrics_rank, double flops_per_token)
+                 bool metrics_rank, double flops_per_token, double peak_flops)
     : cfg_(cfg), first_step_(first_step), tokens_per_step_(tokens_per_step), talk_(talk),
-      flops_per_token_(flops_per_token) {
+      flops_per_token_(flops_per_token), peak_flops_(peak_flops) {
   if (!cfg.train.metrics.empty() && metrics_rank)
     metrics_ = std::make_unique<MetricsWriter>(cfg.train.metrics, first_step);  // resumed: keeps steps <= first_step
   result_.first_step = first_step;
@@ -79,11 +79,14 @@ void StepLog::record(std::int64_t step, double loss, double grad_norm, double lr
     const double n = static_cast<double>(interval_steps_);
     const double rate = tokens_per_step() * n / interval_s_;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    log::info("step {:>5}/{} | loss {:.6f}{} | lr {:.3e} | grad norm {:.4f} | {:>8.0f} tok/s | {:.3g} TFLOP/s | "
+    // MFU: the model's FLOP/s over the job's nominal peak (its GPUs' dense bf16 rate), on a GPU it knows.
+    const double flops = rate * flops_per_token_;
+    log::info("step {:>5}/{} | loss {:.6f}{} | lr {:.3e} | grad norm {:.4f} | {:>8.0f} tok/s | {:.3g} TFLOP/s{} | "
               "{:>7.1f} ms/step | {} elapsed, ETA {}",
               step + 1, tc.steps, interval_loss_ / n, interval_steps_ > 1 ? fmt::format(" (mean of {})", interval_steps_) : "",
-              lr, grad_norm, rate, rate * flops_per_token_ / 1e12, interval_s_ / n * 1e3, eta(elapsed),
-              eta(interval_s_ / n * static_cast<double>(tc.steps - step - 1)));
+              lr, grad_norm, rate, flops / 1e12,
+              peak_flops_ > 0 ? fmt::format(" ({:.1f}% MFU)", 100.0 * flops / peak_flops_) : std::string(),
+              interval_s_ / n * 1e3, eta(elapsed), eta(interval_s_ / n * static_cast<double>(tc.steps - step - 1)));
     interval_loss_ = interval_s_ = 0;
     interval_steps_ = 0;
   }

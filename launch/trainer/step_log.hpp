@@ -28,9 +28,10 @@ std::string eta(double seconds);       // "3m07s", "1h02m"
 class StepLog {
  public:
   // talk: this rank prints; metrics_rank: this rank writes train.metrics (when set).
-  // flops_per_token: the model's training flops per token (for the FLOP/s in the log line).
+  // flops_per_token: the model's training flops per token (for the FLOP/s in the log line); peak_flops: the
+  // job's nominal peak (the sum over its GPUs; 0 = none, no MFU printed).
   StepLog(const TrainConfig& cfg, std::int64_t first_step, std::int64_t tokens_per_step, bool talk,
-          bool metrics_rank, double flops_per_token = 0);
+          bool metrics_rank, double flops_per_token = 0, double peak_flops = 0);
   // Whether step `step` (0-based) may apply its update: true when loss and gradient norm are finite; else
   // throws (train.nan_policy = stop, or the train.max_skipped_steps-th skip in a row) or warns and returns
   // false (skip). A finite loss above train.loss_limit (> 0) throws too.
@@ -51,7 +52,7 @@ class StepLog {
   std::unique_ptr<MetricsWriter> metrics_;
   TrainResult result_;
   double timed_s_ = 0, wait_at_first_ = 0;
-  double flops_per_token_ = 0;
+  double flops_per_token_ = 0, peak_flops_ = 0;
   // Since the last log line: the losses' sum, the steps and their time; and the run's start.
   double interval_loss_ = 0, interval_s_ = 0;
   std::int64_t interval_steps_ = 0;

@@ -16,6 +16,7 @@
 #include "models/data/loader.hpp"
 #include "models/data/synthetic.hpp"
 #include "models/data/token_stream.hpp"
+#include "models/sampling.hpp"
 #include "runtime/comm/mpi_hang_guard.hpp"
 #include "runtime/core/error.hpp"
 #include "runtime/core/log.hpp"
@@ -25,6 +26,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <memory>
 #include <optional>
 
@@ -196,6 +198,31 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     forward();
     for (std::size_t u = 0; u < U; ++u) engine.release(u);
   };
+  // A sample ([eval] sample_every): every unit gathered in turn, rank 0 keeps a host f32 copy of the parameters
+  // and generates from them with the family's KV-cache generator while the others go on to the next step.
+  std::vector<std::pair<std::int64_t, std::vector<std::int32_t>>> samples;
+  const std::vector<std::int32_t> sample_prompt = prompt_tokens(cfg.eval.sample_prompt, model->vocab_size());
+  if (cfg.eval.sample_every > 0)
+    model->check_sequence_length(static_cast<std::int64_t>(sample_prompt.size()) + cfg.eval.sample_tokens);
+  auto sample = [&](std::int64_t step) {
+    std::map<std::string, Tensor> host;
+    for (std::size_t u = 0; u < U; ++u) {
+      engine.gather(u);
+      if (me == 0)
+        for (const ParamInfo& p : units[u].params) host.emplace(p.name, backend->full_to_host(engine.full(p.name)));
+      engine.release(u);
+    }
+    if (me != 0) return;
+    const auto gen = model->cpu_generator([&](const std::string& n) { return host.at(n); });
+    const std::vector<std::int32_t> out = sample_tokens(*gen, model->vocab_size(), sample_prompt,
+                                                        cfg.eval.sample_tokens, SamplingOptions{1.0, 0, tc.seed});
+    if (talk) {
+      std::string text = sample_text(cfg.eval.sample_prompt, sample_prompt, out, model->vocab_size());
+      for (std::size_t i = 0; (i = text.find('\n', i)) != std::string::npos; i += 2) text.replace(i, 1, "\\n");
+      log::info("step {:>5}/{} | sample: {}", step, tc.steps, text);
+    }
+    samples.emplace_back(step, out);
+  };
   auto prefetch_backward = [&](std::size_t u) {
     for (std::size_t k = 1; k <= depth && k <= u; ++k)
       if (units[u - k].backward_reads_params) engine.prefetch(u - k);
@@ -223,7 +250,12 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     return r;
   }
 
-  StepLog steps(cfg, first_step, tokens_per_step, talk, me == 0, model->flops_per_token(tc.seq_len));
+  // MFU against the sum of the ranks' nominal peaks (none unless every rank's GPU is known).
+  const double peak = backend->peak_flops();
+  const double job_peak = world.all_reduce_scalar(peak > 0 ? 0.0 : 1.0, ReduceOp::Max) > 0
+                              ? 0.0
+                              : world.all_reduce_scalar(peak, ReduceOp::Sum);
+  StepLog steps(cfg, first_step, tokens_per_step, talk, me == 0, model->flops_per_token(tc.seq_len), job_peak);
   const StopSignals stop_signals;  // SIGTERM, SIGINT, SIGUSR1/2: stop at the next step boundary with a checkpoint
   int stop_signal = 0;
   double eval_wait_ms = 0;  // time blocked in collectives during validation
@@ -268,9 +300,15 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
     if (validation && (step + 1 == tc.steps || (cfg.eval.every > 0 && (step + 1) % cfg.eval.every == 0))) {
       const double wait0 = engine.comm_wait_ms();
       val_loss = validation->run(world, runner, eval_forward);
+      runner.set_batch(rank_B, tc.seq_len, tc.grad_accum);  // back to the training batch (validation runs 1 x T)
       eval_wait_ms += engine.comm_wait_ms() - wait0;  // not the steps' time in collectives
     }
     steps.record(step, loss, grad_norm, cfg.optim.lr * lr_mult, dt, engine.comm_wait_ms() - eval_wait_ms, val_loss);
+    if (cfg.eval.sample_every > 0 && ((step + 1) % cfg.eval.sample_every == 0 || step + 1 == tc.steps)) {
+      const double wait0 = engine.comm_wait_ms();
+      sample(step + 1);
+      eval_wait_ms += engine.comm_wait_ms() - wait0;
+    }
     // A stop signal on any rank stops every rank here, after a checkpoint of this step.
     stop_signal = static_cast<int>(world.all_reduce_scalar(StopSignals::pending(), ReduceOp::Max));
     const std::string saved = checkpointer.after_step(step + 1, updated, stop_signal != 0);
@@ -284,6 +322,7 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
   }
   MpiHangGuard::set_step(0);
   TrainResult result = steps.finish(engine.comm_wait_ms() - eval_wait_ms);
+  result.samples = std::move(samples);
   result.stop_signal = stop_signal;
   const MemoryReport mem = memory_report(engine, optim, runner, backend->device(), shard.size());
   result.sharded_bytes = mem.sharded;
@@ -300,9 +339,12 @@ TrainResult train(Communicator& world, const TrainConfig& cfg, const TrainOption
               device_max > 0 ? ", GPU memory in use at the end " + mib(static_cast<std::uint64_t>(device_max)) : "");
   if (talk)
     log::info("done: {} steps in {:.1f} s, final loss {:.6f}, {:.0f} tok/s after the first step ({:.3g} TFLOP/s per "
-              "rank), {:.1f}% of step time blocked in collectives (rank 0)",
+              "rank{}), {:.1f}% of step time blocked in collectives (rank 0)",
               result.losses.size(), seconds_since(run_start), result.losses.empty() ? NAN : result.losses.back(),
               result.tokens_per_s, result.tokens_per_s * model->flops_per_token(tc.seq_len) / W / 1e12,
+              job_peak > 0 ? fmt::format(", {:.1f}% MFU", 100.0 * result.tokens_per_s *
+                                                              model->flops_per_token(tc.seq_len) / job_peak)
+                           : std::string(),
               100 * result.comm_wait_fraction);
   return result;
 }

@@ -25,6 +25,8 @@ struct TrainResult {
   std::uint64_t max_rss_bytes = 0, sharded_bytes = 0, transient_bytes = 0, activation_bytes = 0, device_bytes = 0;
   // The signal that stopped the run early after a checkpoint (launch/trainer/stop_signals.hpp), or 0.
   int stop_signal = 0;
+  // Rank 0: (step, generated token ids) of every sample ([eval] sample_every); empty elsewhere.
+  std::vector<std::pair<std::int64_t, std::vector<std::int32_t>>> samples;
 };
 
 struct TrainOptions {

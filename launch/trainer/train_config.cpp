@@ -319,6 +319,15 @@ const std::vector<KeySpec>& schema() {
      [](const TrainConfig& c) { return toml_int(c.eval.every); }},
     {"eval", "batches", Kind::Int, [](TrainConfig& c, const Value& v) { c.eval.batches = int_at_least(v, 1); },
      [](const TrainConfig& c) { return toml_int(c.eval.batches); }},
+    {"eval", "sample_every", Kind::Int,
+     [](TrainConfig& c, const Value& v) { c.eval.sample_every = int_at_least(v, 0); },
+     [](const TrainConfig& c) { return toml_int(c.eval.sample_every); }},
+    {"eval", "sample_prompt", Kind::String,
+     [](TrainConfig& c, const Value& v) { c.eval.sample_prompt = std::get<std::string>(v); },
+     [](const TrainConfig& c) { return toml_string(c.eval.sample_prompt); }},
+    {"eval", "sample_tokens", Kind::Int,
+     [](TrainConfig& c, const Value& v) { c.eval.sample_tokens = int_at_least(v, 1); },
+     [](const TrainConfig& c) { return toml_int(c.eval.sample_tokens); }},
     // [optim]: stored through optim_config_from_json; written back from OptimConfig.
     {"optim", "name", Kind::String, nullptr, [](const TrainConfig& c) { return toml_string(c.optim.name); }},
     {"optim", "lr", Kind::Float, nullptr, [](const TrainConfig& c) { return toml_float(c.optim.lr); }},
@@ -898,6 +907,7 @@ bool applies(const TrainConfig& c, std::string_view section, std::string_view ke
     if (key == "min_lr_ratio") return c.train.schedule != LrSchedule::Constant;
     return true;
   }
+  if (section == "eval" && key.starts_with("sample")) return key == "sample_every" || c.eval.sample_every > 0;
   if (section == "eval" && key != "path") return c.eval.path != "none";
   if (section == "checkpoint" && key != "every" && key != "resume" && key != "dir") return c.checkpoint.every > 0;
   if (section == "model" && key != "arch" && key != "init_from") {

@@ -61,6 +61,9 @@ struct EvalSection {
   std::string path = "auto";
   std::int64_t every = 0;    // validate every N steps (0: only after the last step)
   std::int64_t batches = 8;  // batches of train.batch_size sequences of train.seq_len tokens, split over the ranks
+  std::int64_t sample_every = 0;  // rank 0 prints a sample every N steps and after the last (0: never)
+  std::string sample_prompt;      // its prompt (model/sampling.hpp's prompt_tokens); "" = a newline (V = 256)
+  std::int64_t sample_tokens = 64;  // tokens it generates (temperature 1, the whole vocabulary, seed train.seed)
   bool operator==(const EvalSection&) const = default;
 };
 

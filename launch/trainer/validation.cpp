@@ -25,7 +25,6 @@ Validation::Validation(const std::string& path, const TrainConfig& cfg, std::int
       T_(cfg.train.seq_len),
       B_(cfg.train.batch_size),
       sequences_(0),
-      K_(cfg.train.grad_accum),
       rank_(rank),
       world_(world) {
   stream_->check_vocab(vocab, rank, world);
@@ -58,7 +57,6 @@ double Validation::run(Communicator& world, UnitRunner& runner, const std::funct
     const double loss = runner.take_loss_sum();
     if (mine) sum += loss;
   }
-  runner.set_batch(B_, T_, K_);
   return world.all_reduce_scalar(sum, ReduceOp::Sum) / static_cast<double>(sequences_);
 }
 

@@ -30,7 +30,8 @@ class Validation {
   Validation(const std::string& path, const TrainConfig& cfg, std::int64_t vocab, int rank, int world);
 
   // The validation loss of the model as it is now: `forward` runs every unit's forward on the runner's tokens and
-  // leaves nothing gathered. The runner is sized for batch 1 meanwhile and back to (B, T, K) after. Collective.
+  // leaves nothing gathered. The runner is left sized for one sequence (the caller sizes it back for training).
+  // Collective.
   double run(Communicator& world, UnitRunner& runner, const std::function<void()>& forward);
 
   std::int64_t sequences() const { return sequences_; }
@@ -39,7 +40,7 @@ class Validation {
  private:
   std::shared_ptr<const TokenStream> stream_;
   std::int64_t T_, B_, sequences_;
-  int K_, rank_, world_;
+  int rank_, world_;
 };
 
 }  // namespace orthoshard

@@ -70,6 +70,22 @@ std::string device_description(int device) {
   return buf;
 }
 
+double nominal_bf16_peak_flops(const std::string& name) {
+  auto has = [&](const char* s) { return name.find(s) != std::string::npos; };
+  if (has("H100") && has("PCIe")) return 756e12;
+  if (has("H100") || has("H200") || has("H800") || has("GH200")) return 989e12;
+  if (has("A100") || has("A800")) return 312e12;
+  if (has("B200")) return 2250e12;
+  if (has("L40S")) return 362e12;
+  return 0;
+}
+
+double nominal_bf16_peak_flops(int device) {
+  cudaDeviceProp p{};
+  OS_CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+  return nominal_bf16_peak_flops(std::string(p.name));
+}
+
 // ---- Stream ----
 Stream::Stream(bool non_blocking, int priority) {
   OS_CUDA_CHECK(cudaStreamCreateWithPriority(&s_, non_blocking ? cudaStreamNonBlocking : cudaStreamDefault,

@@ -18,6 +18,12 @@ DeviceQuery query_devices();
 inline int device_count() { return query_devices().count; }
 // "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)" for a device index; throws CudaError on a bad index.
 std::string device_description(int device);
+// The nominal dense bf16 tensor-core peak of a GPU by its name, in FLOP/s (the number MFU is usually quoted
+// against): H100/H200/H800/GH200 (SXM) 989e12, H100 PCIe 756e12, A100/A800 312e12, B200 2250e12, L40S 362e12;
+// 0 when the device is not one of these.
+double nominal_bf16_peak_flops(const std::string& device_name);
+// The same for a device index (its cudaDeviceProp name).
+double nominal_bf16_peak_flops(int device);
 
 // A CUDA stream (non-blocking with respect to the legacy default stream unless asked otherwise).
 class Stream {

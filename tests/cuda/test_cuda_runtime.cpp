@@ -68,6 +68,15 @@ OS_TEST(CudaRuntime, DeviceQueryNeverThrows) {
   std::printf("  devices: %d%s%s\n", q.count, q.count ? "" : ", ", q.why_none.c_str());
 }
 
+OS_TEST(CudaRuntime, NominalPeaksByDeviceName) {
+  // MFU's denominator: dense bf16 tensor-core peaks as vendors quote them; unknown devices give 0 (no MFU shown).
+  OS_EXPECT(nominal_bf16_peak_flops(std::string("NVIDIA H100 80GB HBM3")) == 989e12, "H100 SXM");
+  OS_EXPECT(nominal_bf16_peak_flops(std::string("NVIDIA H100 PCIe")) == 756e12, "H100 PCIe");
+  OS_EXPECT(nominal_bf16_peak_flops(std::string("NVIDIA H200")) == 989e12, "H200");
+  OS_EXPECT(nominal_bf16_peak_flops(std::string("NVIDIA A100-SXM4-80GB")) == 312e12, "A100");
+  OS_EXPECT(nominal_bf16_peak_flops(std::string("NVIDIA GeForce GTX 1080")) == 0, "unknown");
+}
+
 OS_TEST(CudaRuntime, ErrorsNameTheCallFileAndLine) {
   const std::string cuda = message_of([] { OS_CUDA_CHECK(cudaErrorInvalidValue); });
   OS_EXPECT(contains(cuda, "cudaErrorInvalidValue failed at "), cuda);
