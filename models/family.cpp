@@ -36,6 +36,13 @@ void check_model_tokens(const Tensor& tokens, std::int64_t V, std::string_view m
                                    p[i], i / Tn, i % Tn, V));
 }
 
+void check_model_targets(const Tensor& targets, std::int64_t V, std::int64_t B, std::int64_t T, std::string_view model) {
+  check_model_tokens(targets, V, model, "targets");
+  if (targets.dim(0) != B || targets.dim(1) != T)
+    throw UsageError(fmt::format("{} targets {} do not match the inputs (B={}, T={})", model,
+                                 shape_str(targets.shape()), B, T));
+}
+
 std::unique_ptr<Model> make_model(const ModelSpec& spec) {
   if (!is_hf_model_dir(spec.init_from)) return model_family(spec.arch).create(spec);
   // A Hugging Face directory names its family: config.json's model_type.

@@ -189,6 +189,8 @@ class ModelFamily {
 // Throws a UsageError naming the model and `what` unless `tokens` is a contiguous host i32 (B, T) tensor with
 // every token in [0, V).
 void check_model_tokens(const Tensor& tokens, std::int64_t V, std::string_view model, const char* what);
+// The same for a head's targets, which must also match the inputs' (B, T).
+void check_model_targets(const Tensor& targets, std::int64_t V, std::int64_t B, std::int64_t T, std::string_view model);
 
 // The registered families (models/families.cpp).
 std::vector<std::string> model_family_names();

@@ -183,10 +183,7 @@ template <typename T> double Gpt2Model<T>::head_forward(const HeadWeights& w, co
     ops::cross_entropy_forward(ptr<T>(losses_), ptr<T>(lse_), ptr<T>(logits_), nullptr, N, V, Vp);
     return std::numeric_limits<double>::quiet_NaN();
   }
-  check_gpt2_tokens(targets, cfg_.V, "targets");
-  if (targets.dim(0) != B_ || targets.dim(1) != T_)
-    throw UsageError(fmt::format("GPT-2 targets {} do not match the inputs (B={}, T={})", shape_str(targets.shape()),
-                                 B_, T_));
+  check_model_targets(targets, cfg_.V, B_, T_, "GPT-2");
   std::copy_n(targets.data<std::int32_t>(), N, targets_.data<std::int32_t>());
   ScopedTimer t(profile_.enabled, profile_.cross_entropy_s);
   ops::cross_entropy_forward(ptr<T>(losses_), ptr<T>(lse_), ptr<T>(logits_), targets_.data<std::int32_t>(), N, V,

@@ -4,6 +4,7 @@
 #include "models/llama/generator.hpp"
 #include "models/llama/model.hpp"
 #include "models/llama/params.hpp"
+#include "models/llama/unit_runner.hpp"
 #include "runtime/core/error.hpp"
 
 #include <algorithm>
@@ -19,40 +20,16 @@ namespace {
 const LlamaFamily kFamily;
 
 // The units of a LLaMA on the CPU: losses are known when the head's forward returns.
-class LlamaCpuRunner final : public UnitRunner {
+class LlamaCpuRunner final : public LlamaUnitRunner<LlamaModel<float>> {
  public:
-  LlamaCpuRunner(const LlamaConfig& cfg, bool checkpoint_blocks) : net_(cfg, checkpoint_blocks) {}
+  LlamaCpuRunner(const LlamaConfig& cfg, bool checkpoint_blocks) : LlamaUnitRunner(cfg, checkpoint_blocks) {}
   void set_batch(std::int64_t B, std::int64_t T, int) override { net_.set_batch(B, T); }
-  void set_tokens(const Tensor& inputs, const Tensor& targets) override {
-    inputs_ = inputs;
-    targets_ = targets;
-  }
-  void forward(const ModelUnit& unit, const TensorLookup& params) override {
-    switch (unit.kind) {
-      case UnitKind::Embedding: net_.embedding_forward(llama_embedding_weights(params), inputs_); break;
-      case UnitKind::Block: net_.block_forward(unit.layer, llama_block_weights(params, unit.layer)); break;
-      case UnitKind::Head: loss_sum_ += net_.head_forward(llama_head_weights(params, net_.config()), targets_); break;
-    }
-  }
-  void backward(const ModelUnit& unit, const TensorLookup& params, const TensorLookup& grads,
-                double grad_scale) override {
-    const LlamaConfig& c = net_.config();
-    switch (unit.kind) {
-      case UnitKind::Head:
-        net_.head_backward(llama_head_weights(params, c), llama_head_weights(grads, c), grad_scale);
-        break;
-      case UnitKind::Block:
-        net_.block_backward(unit.layer, llama_block_weights(params, unit.layer), llama_block_weights(grads, unit.layer));
-        break;
-      case UnitKind::Embedding: net_.embedding_backward(llama_embedding_weights(grads)); break;
-    }
-  }
   double take_loss_sum() override { return std::exchange(loss_sum_, 0.0); }
-  std::uint64_t activation_bytes() const override { return net_.activation_bytes(); }
 
  private:
-  LlamaModel<float> net_;
-  Tensor inputs_, targets_;
+  void head_forward(const LlamaHeadWeights& w, const Tensor& targets) override {
+    loss_sum_ += net_.head_forward(w, targets);
+  }
   double loss_sum_ = 0;
 };
 

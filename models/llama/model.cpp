@@ -158,10 +158,7 @@ template <typename T> double LlamaModel<T>::head_forward(const LlamaHeadWeights&
     ops::cross_entropy_forward(ptr<T>(losses_), ptr<T>(lse_), ptr<T>(logits_), nullptr, N, V, Vp);
     return std::numeric_limits<double>::quiet_NaN();
   }
-  check_model_tokens(targets, V, "LLaMA", "targets");
-  if (targets.dim(0) != B_ || targets.dim(1) != T_)
-    throw UsageError(fmt::format("LLaMA targets {} do not match the inputs (B={}, T={})", shape_str(targets.shape()),
-                                 B_, T_));
+  check_model_targets(targets, V, B_, T_, "LLaMA");
   std::copy_n(targets.data<std::int32_t>(), N, targets_.data<std::int32_t>());
   ops::cross_entropy_forward(ptr<T>(losses_), ptr<T>(lse_), ptr<T>(logits_), targets_.data<std::int32_t>(), N, V,
                              Vp);

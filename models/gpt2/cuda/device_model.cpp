@@ -240,10 +240,7 @@ template <typename T> void DeviceGpt2Model<T>::head_forward_async(const HeadWeig
     cuda::cross_entropy_forward<T>(b.losses.data(), b.lse.data(), b.logits.data(), nullptr, N, V, Vp, stream_);
     return;
   }
-  check_gpt2_tokens(targets, cfg_.V, "targets");
-  if (targets.dim(0) != B_ || targets.dim(1) != T_)
-    throw UsageError(fmt::format("GPT-2 targets {} do not match the inputs (B={}, T={})", shape_str(targets.shape()),
-                                 B_, T_));
+  check_model_targets(targets, cfg_.V, B_, T_, "GPT-2");
   mark("fwd cross-entropy");
   OS_CUDA_CHECK(cudaMemcpyAsync(b.targets.data(), targets.data<std::int32_t>(), static_cast<std::size_t>(N) * 4,
                                 cudaMemcpyHostToDevice, stream_));

@@ -2,6 +2,7 @@
 // q | k | v GEMM each way, rotary embeddings in place on q and k, grouped-query attention, SwiGLU; residuals as
 // a GEMM then residual_add.
 #include "models/llama/cuda/device_model.hpp"
+#include "models/llama/unit_runner.hpp"
 
 #include "models/device_runner.hpp"
 #include "models/gpt2/cuda/embedding_kernels.hpp"
@@ -236,10 +237,7 @@ void DeviceLlamaModel<T>::head_forward_async(const LlamaHeadWeights& w, const Te
     cuda::cross_entropy_forward<T>(b.losses.data(), b.lse.data(), b.logits.data(), nullptr, N, V, Vp, stream_);
     return;
   }
-  check_model_tokens(targets, V, kName, "targets");
-  if (targets.dim(0) != B_ || targets.dim(1) != T_)
-    throw UsageError(fmt::format("LLaMA targets {} do not match the inputs (B={}, T={})", shape_str(targets.shape()),
-                                 B_, T_));
+  check_model_targets(targets, V, B_, T_, kName);
   OS_CUDA_CHECK(cudaMemcpyAsync(b.targets.data(), targets.data<std::int32_t>(), static_cast<std::size_t>(N) * 4,
                                 cudaMemcpyHostToDevice, stream_));
   cuda::cross_entropy_forward<T>(b.losses.data(), b.lse.data(), b.logits.data(), b.targets.data(), N, V, Vp, stream_);
@@ -364,53 +362,31 @@ template class DeviceLlamaModel<__nv_bfloat16>;
 
 namespace {
 
+// Each micro-batch's per-token losses are copied asynchronously into pinned host memory and read only when the
+// trainer asks for the step's losses, so the host never waits for a micro-batch.
 template <typename T>
-class LlamaDeviceRunner final : public UnitRunner {
+class LlamaDeviceRunner final : public LlamaUnitRunner<DeviceLlamaModel<T>> {
+  using Base = LlamaUnitRunner<DeviceLlamaModel<T>>;
+
  public:
   LlamaDeviceRunner(const LlamaConfig& cfg, cuda::Blas& blas, cudaStream_t stream, AttentionKernels attention,
                     bool checkpoint_blocks)
-      : net_(cfg, blas, stream, attention, checkpoint_blocks) {}
+      : Base(cfg, blas, stream, attention, checkpoint_blocks) {}
   void set_batch(std::int64_t B, std::int64_t Tn, int micro_batches) override {
-    net_.set_batch(B, Tn);
+    this->net_.set_batch(B, Tn);
     losses_.resize(B * Tn, micro_batches);
   }
-  void set_tokens(const Tensor& inputs, const Tensor& targets) override {
-    inputs_ = inputs;
-    targets_ = targets;
-  }
-  void forward(const ModelUnit& unit, const TensorLookup& params) override {
-    switch (unit.kind) {
-      case UnitKind::Embedding: net_.embedding_forward(llama_embedding_weights(params), inputs_); break;
-      case UnitKind::Block: net_.block_forward(unit.layer, llama_block_weights(params, unit.layer)); break;
-      case UnitKind::Head:
-        net_.head_forward_async(llama_head_weights(params, net_.config()), targets_);
-        net_.copy_losses_async(losses_.next(kName));
-        break;
-    }
-  }
-  void backward(const ModelUnit& unit, const TensorLookup& params, const TensorLookup& grads,
-                double grad_scale) override {
-    const LlamaConfig& c = net_.config();
-    switch (unit.kind) {
-      case UnitKind::Head:
-        net_.head_backward(llama_head_weights(params, c), llama_head_weights(grads, c), grad_scale);
-        break;
-      case UnitKind::Block:
-        net_.block_backward(unit.layer, llama_block_weights(params, unit.layer), llama_block_weights(grads, unit.layer));
-        break;
-      case UnitKind::Embedding: net_.embedding_backward(llama_embedding_weights(grads)); break;
-    }
-  }
-  double take_loss_sum() override { return losses_.take_sum(net_.stream()); }
-  std::uint64_t activation_bytes() const override { return net_.activation_bytes(); }
+  double take_loss_sum() override { return losses_.take_sum(this->net_.stream()); }
   std::string describe() const override {
-    return fmt::format("attention {}", net_.flash_attention() ? "flash (fused)" : "cuBLAS GEMMs");
+    return fmt::format("attention {}", this->net_.flash_attention() ? "flash (fused)" : "cuBLAS GEMMs");
   }
 
  private:
-  DeviceLlamaModel<T> net_;
+  void head_forward(const LlamaHeadWeights& w, const Tensor& targets) override {
+    this->net_.head_forward_async(w, targets);
+    this->net_.copy_losses_async(losses_.next(kName));
+  }
   DeviceLossSlots losses_;
-  Tensor inputs_, targets_;
 };
 
 }  // namespace
