@@ -494,3 +494,29 @@ TEST(LlamaGenerate, SamplingIsDeterministicForASeed) {
   EXPECT_EQ(bytes_to_utf8({'a', 0xC3, 0xA9, 0xFF, 'b'}), "a\xC3\xA9\xEF\xBF\xBD" "b");
   EXPECT_NE(error_of([] { prompt_tokens("1 2 x", 1000); }).find("'x' is not a token id"), std::string::npos);
 }
+
+TEST(LlamaHf, ExportOfTheReferenceMatchesItsHuggingFaceFiles) {
+  // The shared case's files are what a Hugging Face LlamaForCausalLM layout holds: our export of the imported
+  // model has the same tensor names, shapes, dtypes and values, and the same config fields.
+  const std::unique_ptr<Model> m = reference_model();
+  const auto p = initial_params(*m);
+  const fs::path dir = temp_dir("refexport");
+  m->export_weights("hf", lookup(p), dir.string(), "test");
+  const SafetensorsSet ref(kRef), ours(dir.string());
+  EXPECT_EQ(ours.names(), ref.names());
+  for (const std::string& n : ref.names()) {
+    EXPECT_EQ(ours.at(n).shape, ref.at(n).shape) << n;
+    EXPECT_EQ(ours.at(n).dtype, "F32") << n;
+    std::vector<float> a(static_cast<std::size_t>(ref.at(n).numel())), b(a.size());
+    const std::int64_t rows = ref.at(n).shape.empty() ? 1 : ref.at(n).shape[0];
+    ref.read_rows(n, 0, rows, a.data());
+    ours.read_rows(n, 0, rows, b.data());
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * 4), 0) << n;
+  }
+  const HfConfig rc(kRef), oc(dir.string());
+  for (const char* key : {"model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                          "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings", "rms_norm_eps",
+                          "rope_theta", "tie_word_embeddings", "hidden_act", "attention_bias", "mlp_bias"})
+    EXPECT_EQ(oc.json()[key], rc.json()[key]) << key;
+  fs::remove_all(dir);
+}
