@@ -6,7 +6,7 @@
 #
 # Corpus: Jane Austen's six novels from the Debian package r-cran-janeaustenr (about 4 MB, read from the
 # package's R data directly, bench/quality/austen_text.py), or --text FILE; byte-level tokens with a 5% held-out
-# validation split (orthoshard prepare-data). A full run takes about 80 minutes here, --quick about 10.
+# validation split (orthoshard prepare-data). A full run takes about 60 minutes here (2 cores), --quick about 8.
 # Results: OUT/results.md (a table per model), OUT/val_curves.png, OUT/jsonl/*.jsonl (every run), --json.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
