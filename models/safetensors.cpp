@@ -136,12 +136,15 @@ SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)) {
     order.emplace_back(b, name);
     tensors_.emplace(name, std::move(t));
   }
+  // In offset order, every non-empty tensor starts at or after the furthest end so far.
   std::sort(order.begin(), order.end());
-  for (std::size_t i = 1; i < order.size(); ++i) {
-    const SafetensorsEntry& prev = tensors_.at(order[i - 1].second);
-    if (tensors_.at(order[i].second).begin < prev.end && prev.end > prev.begin)
-      throw UsageError(fmt::format("'{}': tensors '{}' and '{}' overlap in the data", path_, order[i - 1].second,
-                                   order[i].second));
+  std::uint64_t furthest = 0;
+  std::string furthest_name;
+  for (const auto& [b, name] : order) {
+    const SafetensorsEntry& t = tensors_.at(name);
+    if (t.end > t.begin && t.begin < furthest)
+      throw UsageError(fmt::format("'{}': tensors '{}' and '{}' overlap in the data", path_, furthest_name, name));
+    if (t.end > furthest) furthest = t.end, furthest_name = name;
   }
 }
 

@@ -58,6 +58,15 @@ ORTHOSHARD_BUILD_DIR=build-emu-asan CMAKE_BUILD_TYPE=RelWithDebInfo ORTHOSHARD_C
 source launch/mpi-env.sh && ASAN_OPTIONS=detect_leaks=0 ctest --test-dir build-emu-asan
   test tests/run.sh
   why tests/run.sh (CI) runs ctest in the emulated build after sourcing launch/mpi-env.sh; the ASan build by hand
+bench/quality.sh --quick
+  hand bench/quality.sh
+  why the training-quality benchmark: 8 minutes here, installs r-cran-janeaustenr and python3-matplotlib; run by hand, never by the tests, as the issue asks and the doc says
+bench/quality.sh --json quality.json
+  hand bench/quality.sh
+  why the full training-quality benchmark, about an hour on 2 cores; run by hand
+bench/quality.sh --text my_corpus.txt --quick
+  hand bench/quality.sh
+  why the same benchmark on another text; run by hand
 bench/compare.sh --quick
   hand bench/compare.sh
   why needs python3-torch (which it installs) and minutes; the doc says it is run by hand, never by the tests

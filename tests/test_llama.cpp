@@ -430,6 +430,8 @@ TEST(Safetensors, MalformedFilesAreOneClearError) {
       {st_bytes("[1, 2]", 0), "not a JSON object"},
       {st_bytes(R"({"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"b":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}})", 24), "overlap"},
       {st_bytes(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8), "run backwards"},
+      // inside a larger tensor, with an empty one between them in offset order
+      {st_bytes(R"({"a":{"dtype":"F32","shape":[6],"data_offsets":[0,24]},"b":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"c":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})", 24), "overlap"},
       {st_bytes(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4), "fall outside the 4 bytes of data"},
       {st_bytes(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8), "needs 12 bytes"},
       {st_bytes(R"({"a":{"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,8]}})", 8), "absurdly large"},

@@ -34,8 +34,8 @@ LRS = {
 OPTIMIZERS = list(LRS)
 
 
-def run_one(a, out_dir, model, opt, lr, seed, steps, eval_every):
-    tag = f"{model}-{opt}-lr{lr:g}-s{seed}"
+def run_one(a, out_dir, model, opt, lr, seed, steps, eval_every, extra=(), suffix=""):
+    tag = f"{model}-{opt}-lr{lr:g}-s{seed}{suffix}"
     metrics = os.path.join(out_dir, "jsonl", tag + ".jsonl")
     if os.path.exists(metrics) and not a.rerun:
         return tag, metrics, 0.0
@@ -46,7 +46,7 @@ def run_one(a, out_dir, model, opt, lr, seed, steps, eval_every):
             f"--train.log_every={steps}", "--train.metrics=" + metrics, "--eval.path=" + a.val,
             f"--eval.every={eval_every}", "--eval.batches=4", "--checkpoint.every=0", "--runtime.backend=cpu",
             "--runtime.comm=mpi", "--optim.name=" + opt, f"--optim.lr={lr}", "--optim.weight_decay=0",
-            "--optim.adam_lr=3e-3"] + MODELS[model]
+            "--optim.adam_lr=3e-3"] + MODELS[model] + list(extra)
     t0 = time.time()
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_WAIT_POLICY="passive")
     r = subprocess.run(args, capture_output=True, text=True, env=env)
